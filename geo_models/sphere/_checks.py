@@ -20,8 +20,9 @@ def as_tensor(x: TensorLike, name: str, *, dtype: torch.dtype | None = None) -> 
         except (TypeError, ValueError) as err:
             raise ValueError(f"{name} must be a numeric tensor or array, got {type(x).__name__}") from err
     else:
+        arr = x if x.flags.writeable else x.copy()  # torch warns on read-only arrays (e.g. from pandas)
         try:
-            t = torch.as_tensor(np.asarray(x))
+            t = torch.as_tensor(arr)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{name} must be a numeric tensor or array, got {type(x).__name__}") from err
     if dtype is not None:
