@@ -1,0 +1,77 @@
+"""Positional encodings of coordinates. Each is an ``nn.Module`` exposing ``output_dim`` to size what follows.
+
+Kept apart from the networks (as in MarcCoru/locationencoder): a location encoder is an encoding + a network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from geo_models.sphere import equal_earth
+
+GEOCLIP_EQUAL_EARTH_SCALE = 66.50336 / 180  # GeoCLIP's rescaling of Equal Earth x/y into [-1, 1]
+
+
+class EqualEarthProjection(nn.Module):
+    """``latlon (..., 2)`` degrees -> Equal Earth ``(..., 2)`` [x, y] scaled into [-1, 1] (GeoCLIP eq. 1)."""
+
+    output_dim = 2
+
+    def __init__(self, scale: float = GEOCLIP_EQUAL_EARTH_SCALE):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, latlon: torch.Tensor) -> torch.Tensor:
+        return equal_earth(latlon) * self.scale
+
+
+class RandomFourierFeatures(nn.Module):
+    """Random Fourier features ``[cos(2π v Bᵀ), sin(2π v Bᵀ)]`` with ``B ~ N(0, sigma²)`` (Tancik et al. 2020).
+
+    ``B`` is a buffer of shape ``(num_features, in_features)`` saved with the weights (pretrained matrices are loaded,
+    never resampled). Drawn from a private generator seeded by ``seed`` so a config always builds the same ``B``.
+
+    Args:
+        in_features: width of the input ``v``.
+        num_features: rows of ``B``; the output has ``2 * num_features`` columns.
+        sigma: standard deviation of ``B``; larger = higher frequencies = finer spatial resolution.
+        seed: seed of ``B``.
+    """
+
+    def __init__(self, in_features: int = 2, num_features: int = 256, *, sigma: float = 1.0, seed: int = 0):
+        super().__init__()
+        if num_features < 1 or in_features < 1:
+            raise ValueError(f"in_features and num_features must be >= 1, got {in_features}, {num_features}")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("b", torch.randn(num_features, in_features, generator=gen) * sigma)
+        self.output_dim = 2 * num_features
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        proj = 2 * math.pi * v.to(self.b.dtype) @ self.b.T
+        return torch.cat([proj.cos(), proj.sin()], dim=-1)
+
+
+class NeRFPositionalEncoding(nn.Module):
+    """NeRF encoding ``[sin(2^k π x), cos(2^k π x)]`` for k < ``num_frequencies``, per input column.
+
+    Used by the GPS / angle embedders of GPS-to-image diffusion (10 frequencies, inputs normalised to [-1, 1]).
+    Output ``(..., in_features * 2 * num_frequencies [+ in_features])``.
+    """
+
+    def __init__(self, in_features: int = 2, num_frequencies: int = 10, *, include_input: bool = False):
+        super().__init__()
+        if num_frequencies < 1:
+            raise ValueError(f"num_frequencies must be >= 1, got {num_frequencies}")
+        self.register_buffer("freqs", (2.0 ** torch.arange(num_frequencies)) * math.pi, persistent=False)
+        self.include_input = include_input
+        self.output_dim = in_features * 2 * num_frequencies + (in_features if include_input else 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = x.unsqueeze(-1) * self.freqs  # (..., in, F)
+        out = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+        return torch.cat([x, out], dim=-1) if self.include_input else out
