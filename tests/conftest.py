@@ -18,6 +18,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from geo_models.testing.hub_server import local_hub  # noqa: E402, F401  (pytest fixture)
+
 torch.set_num_threads(1)
 
 
