@@ -1,0 +1,41 @@
+"""Procedural geotagged demo images (imagefolder + ``metadata.csv``), deterministic by seed.
+
+``generate_world``: the whole globe, appearance from real geography (land/sea, biome, country, cities).
+``generate_city``: a city bounding box (default Manhattan) with neighbourhoods, parks, water and landmarks.
+"""
+
+from geo_models.data.procedural.city import (
+    CENTRAL_PARK_POLYGON,
+    LANDMARKS,
+    MANHATTAN_BBOX,
+    MANHATTAN_POLYGON,
+    NEIGHBOURHOODS,
+    describe_city_locations,
+    generate_city,
+    render_city_image,
+    sample_city_locations,
+)
+from geo_models.data.procedural.world import (
+    describe_locations,
+    generate_world,
+    render_world_image,
+    render_world_images,
+    sample_world_locations,
+)
+
+__all__ = [
+    "CENTRAL_PARK_POLYGON",
+    "LANDMARKS",
+    "MANHATTAN_BBOX",
+    "MANHATTAN_POLYGON",
+    "NEIGHBOURHOODS",
+    "describe_city_locations",
+    "generate_city",
+    "render_city_image",
+    "sample_city_locations",
+    "describe_locations",
+    "generate_world",
+    "render_world_image",
+    "render_world_images",
+    "sample_world_locations",
+]
