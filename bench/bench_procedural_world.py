@@ -37,7 +37,7 @@ def colour_features(images: np.ndarray) -> np.ndarray:
     plus a normalised 4x4x4 colour histogram."""
     x = images.astype(np.float32) / 255.0
     n, h = len(x), x.shape[1]
-    regions = [x, x[:, : h // 3], x[:, h // 3: 2 * h // 3], x[:, 2 * h // 3:]]
+    regions = [x, x[:, : h // 3], x[:, h // 3 : 2 * h // 3], x[:, 2 * h // 3 :]]
     stats = [f for r in regions for f in (r.mean(axis=(1, 2)), r.std(axis=(1, 2)))]
     q = np.minimum(images // 64, 3).astype(np.int64)
     bins = (q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).reshape(n, -1)
@@ -94,10 +94,16 @@ def main(argv=None) -> dict:
     }
     table = markdown_table(results)
     out = {
-        "num_images": args.num_images, "image_size": args.image_size, "seed": args.seed,
-        "generate_seconds": round(seconds, 2), "images_per_second": round(args.num_images / seconds, 1),
-        "n_train": len(tr), "n_test": len(te), "land_fraction": float(meta["is_land"].mean()),
-        "countries": int(meta["country_code"].nunique()), "central_location": [float(c) for c in central],
+        "num_images": args.num_images,
+        "image_size": args.image_size,
+        "seed": args.seed,
+        "generate_seconds": round(seconds, 2),
+        "images_per_second": round(args.num_images / seconds, 1),
+        "n_train": len(tr),
+        "n_test": len(te),
+        "land_fraction": float(meta["is_land"].mean()),
+        "countries": int(meta["country_code"].nunique()),
+        "central_location": [float(c) for c in central],
         "results": results,
     }
     print(f"generated {args.num_images} images of {args.image_size}x{args.image_size} in {seconds:.1f} s")

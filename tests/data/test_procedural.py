@@ -130,11 +130,17 @@ def test_city_captions_near_landmarks(city):
 
 
 def test_city_places():
-    pts = np.array([[40.7233, -74.0020], [40.7712, -73.9742], [40.7600, -74.0200], [40.7400, -73.9600],
-                    [40.7600, -73.9800]])
+    pts = np.array(
+        [[40.7233, -74.0020], [40.7712, -73.9742], [40.7600, -74.0200], [40.7400, -73.9600], [40.7600, -73.9800]]
+    )
     texts = describe_city_locations(pts)["text"].tolist()
-    assert texts == ["A street in SoHo, Manhattan", "A photo of Central Park", "The Hudson River", "The East River",
-                     "A street in Midtown, Manhattan"]
+    assert texts == [
+        "A street in SoHo, Manhattan",
+        "A photo of Central Park",
+        "The Hudson River",
+        "The East River",
+        "A street in Midtown, Manhattan",
+    ]
 
 
 def test_city_bbox_and_bad_arguments(tmp_path):

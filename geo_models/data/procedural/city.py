@@ -20,10 +20,24 @@ from geo_models.sphere import destination, haversine_km
 
 MANHATTAN_BBOX = (40.68, -74.05, 40.88, -73.90)  # (lat_min, lon_min, lat_max, lon_max), degrees
 # (lat, lon), clockwise from the Battery up the Hudson shore, round Inwood and down the Harlem / East River.
-MANHATTAN_POLYGON = ((40.7003, -74.0161), (40.7130, -74.0190), (40.7420, -74.0100), (40.7720, -73.9940),
-                     (40.8000, -73.9720), (40.8350, -73.9490), (40.8700, -73.9300), (40.8780, -73.9130),
-                     (40.8350, -73.9340), (40.8000, -73.9290), (40.7750, -73.9430), (40.7580, -73.9580),
-                     (40.7280, -73.9720), (40.7110, -73.9770), (40.7070, -73.9980), (40.7010, -74.0110))
+MANHATTAN_POLYGON = (
+    (40.7003, -74.0161),
+    (40.7130, -74.0190),
+    (40.7420, -74.0100),
+    (40.7720, -73.9940),
+    (40.8000, -73.9720),
+    (40.8350, -73.9490),
+    (40.8700, -73.9300),
+    (40.8780, -73.9130),
+    (40.8350, -73.9340),
+    (40.8000, -73.9290),
+    (40.7750, -73.9430),
+    (40.7580, -73.9580),
+    (40.7280, -73.9720),
+    (40.7110, -73.9770),
+    (40.7070, -73.9980),
+    (40.7010, -74.0110),
+)
 CENTRAL_PARK_POLYGON = ((40.7644, -73.9730), (40.7681, -73.9819), (40.8006, -73.9582), (40.7968, -73.9492))
 
 
@@ -39,22 +53,22 @@ class Neighbourhood(NamedTuple):
 
 
 NEIGHBOURHOODS = (
-    Neighbourhood("Financial District", 40.7075, -74.0090, (.55, .60, .68), .95, (.70, .82, .95), 5, 0.0),
-    Neighbourhood("Tribeca", 40.7180, -74.0090, (.55, .30, .22), .45, (.15, .12, .10), 3, .3),
-    Neighbourhood("SoHo", 40.7233, -74.0020, (.78, .74, .66), .40, (.20, .22, .25), 3, .3),
-    Neighbourhood("Chinatown", 40.7158, -73.9970, (.70, .62, .50), .35, (.85, .15, .12), 2, 0.0),
-    Neighbourhood("Lower East Side", 40.7170, -73.9860, (.62, .35, .25), .35, (.12, .12, .14), 3, .5),
-    Neighbourhood("Greenwich Village", 40.7336, -74.0027, (.50, .30, .24), .30, (.95, .90, .75), 2, 2.0),
-    Neighbourhood("East Village", 40.7265, -73.9815, (.58, .42, .35), .35, (.20, .18, .16), 3, 1.0),
-    Neighbourhood("Chelsea", 40.7465, -74.0014, (.48, .40, .40), .45, (.25, .25, .28), 4, .5),
-    Neighbourhood("Midtown", 40.7549, -73.9840, (.62, .64, .66), 1.0, (.95, .90, .60), 6, 0.0),
-    Neighbourhood("Murray Hill", 40.7479, -73.9757, (.72, .66, .58), .60, (.30, .30, .32), 4, .5),
-    Neighbourhood("Hell's Kitchen", 40.7638, -73.9918, (.55, .38, .30), .50, (.20, .20, .20), 3, .3),
-    Neighbourhood("Upper West Side", 40.7870, -73.9754, (.66, .56, .44), .55, (.22, .22, .25), 4, 1.5),
-    Neighbourhood("Upper East Side", 40.7736, -73.9566, (.85, .82, .74), .60, (.25, .25, .30), 4, 1.5),
-    Neighbourhood("Harlem", 40.8116, -73.9465, (.45, .26, .20), .35, (.12, .12, .12), 2, 1.5),
-    Neighbourhood("Washington Heights", 40.8417, -73.9394, (.60, .45, .36), .45, (.18, .18, .20), 3, 1.0),
-    Neighbourhood("Inwood", 40.8677, -73.9212, (.55, .50, .40), .35, (.18, .18, .20), 3, 3.0),
+    Neighbourhood("Financial District", 40.7075, -74.0090, (0.55, 0.60, 0.68), 0.95, (0.70, 0.82, 0.95), 5, 0.0),
+    Neighbourhood("Tribeca", 40.7180, -74.0090, (0.55, 0.30, 0.22), 0.45, (0.15, 0.12, 0.10), 3, 0.3),
+    Neighbourhood("SoHo", 40.7233, -74.0020, (0.78, 0.74, 0.66), 0.40, (0.20, 0.22, 0.25), 3, 0.3),
+    Neighbourhood("Chinatown", 40.7158, -73.9970, (0.70, 0.62, 0.50), 0.35, (0.85, 0.15, 0.12), 2, 0.0),
+    Neighbourhood("Lower East Side", 40.7170, -73.9860, (0.62, 0.35, 0.25), 0.35, (0.12, 0.12, 0.14), 3, 0.5),
+    Neighbourhood("Greenwich Village", 40.7336, -74.0027, (0.50, 0.30, 0.24), 0.30, (0.95, 0.90, 0.75), 2, 2.0),
+    Neighbourhood("East Village", 40.7265, -73.9815, (0.58, 0.42, 0.35), 0.35, (0.20, 0.18, 0.16), 3, 1.0),
+    Neighbourhood("Chelsea", 40.7465, -74.0014, (0.48, 0.40, 0.40), 0.45, (0.25, 0.25, 0.28), 4, 0.5),
+    Neighbourhood("Midtown", 40.7549, -73.9840, (0.62, 0.64, 0.66), 1.0, (0.95, 0.90, 0.60), 6, 0.0),
+    Neighbourhood("Murray Hill", 40.7479, -73.9757, (0.72, 0.66, 0.58), 0.60, (0.30, 0.30, 0.32), 4, 0.5),
+    Neighbourhood("Hell's Kitchen", 40.7638, -73.9918, (0.55, 0.38, 0.30), 0.50, (0.20, 0.20, 0.20), 3, 0.3),
+    Neighbourhood("Upper West Side", 40.7870, -73.9754, (0.66, 0.56, 0.44), 0.55, (0.22, 0.22, 0.25), 4, 1.5),
+    Neighbourhood("Upper East Side", 40.7736, -73.9566, (0.85, 0.82, 0.74), 0.60, (0.25, 0.25, 0.30), 4, 1.5),
+    Neighbourhood("Harlem", 40.8116, -73.9465, (0.45, 0.26, 0.20), 0.35, (0.12, 0.12, 0.12), 2, 1.5),
+    Neighbourhood("Washington Heights", 40.8417, -73.9394, (0.60, 0.45, 0.36), 0.45, (0.18, 0.18, 0.20), 3, 1.0),
+    Neighbourhood("Inwood", 40.8677, -73.9212, (0.55, 0.50, 0.40), 0.35, (0.18, 0.18, 0.20), 3, 3.0),
 )
 
 
@@ -93,8 +107,10 @@ def check_bbox(bbox) -> tuple[float, float, float, float]:
     except (TypeError, ValueError) as err:
         raise ValueError(f"bbox must be 4 numbers (lat_min, lon_min, lat_max, lon_max), got {bbox!r}") from err
     if len(b) != 4 or not np.isfinite(b).all() or not (-90 <= b[0] < b[2] <= 90 and -180 <= b[1] < b[3] <= 180):
-        raise ValueError(f"bbox must be (lat_min, lon_min, lat_max, lon_max) with -90 <= lat_min < lat_max <= 90 "
-                         f"and -180 <= lon_min < lon_max <= 180, got {bbox!r}")
+        raise ValueError(
+            f"bbox must be (lat_min, lon_min, lat_max, lon_max) with -90 <= lat_min < lat_max <= 90 "
+            f"and -180 <= lon_min < lon_max <= 180, got {bbox!r}"
+        )
     return b
 
 
@@ -118,8 +134,15 @@ def describe_city_locations(latlon: np.ndarray) -> pd.DataFrame:
             name = NEIGHBOURHOODS[hood[i]].name
             rows.append(("street", name, f"A street in {name}, Manhattan"))
         else:
-            river = ("New York Harbor" if lat < 40.700 else "the Hudson River" if lon < centre_lon[i]
-                     else "the Harlem River" if lat > 40.800 else "the East River")
+            river = (
+                "New York Harbor"
+                if lat < 40.700
+                else "the Hudson River"
+                if lon < centre_lon[i]
+                else "the Harlem River"
+                if lat > 40.800
+                else "the East River"
+            )
             rows.append(("water", river, "The " + river[4:] if river.startswith("the ") else river))
     return pd.DataFrame(rows, columns=["kind", "name", "text"])
 
@@ -148,7 +171,7 @@ def sample_city_locations(num_images: int, seed: int = 0, *, bbox=MANHATTAN_BBOX
         cand = np.stack([rng.uniform(lat0, lat1, 4 * len(want)), rng.uniform(lon0, lon1, 4 * len(want))], -1)
         cand = cand[points_in_polygon(cand, MANHATTAN_POLYGON)][: len(want)]
         pts[want[: len(cand)]] = cand
-        want = want[len(cand):]
+        want = want[len(cand) :]
     return np.round(np.clip(pts, [lat0, lon0], [lat1, lon1]), 6)
 
 
@@ -159,9 +182,12 @@ class _Canvas:
     def __init__(self, s: int, rng: np.random.Generator, horizon: float):
         self.s, self.rng, self.horizon = s, rng, horizon
         self.ys, self.xs = (np.arange(s)[:, None] + 0.5) / s, (np.arange(s)[None, :] + 0.5) / s
-        tod = rng.choice(3, p=[.75, .15, .10])  # day, dusk, overcast: nuisance
-        top, low = [((.20, .45, .85), (.70, .82, .95)), ((.30, .30, .55), (.95, .65, .40)),
-                    ((.60, .62, .65), (.78, .78, .80))][tod]
+        tod = rng.choice(3, p=[0.75, 0.15, 0.10])  # day, dusk, overcast: nuisance
+        top, low = [
+            ((0.20, 0.45, 0.85), (0.70, 0.82, 0.95)),
+            ((0.30, 0.30, 0.55), (0.95, 0.65, 0.40)),
+            ((0.60, 0.62, 0.65), (0.78, 0.78, 0.80)),
+        ][tod]
         t = np.clip(self.ys / horizon, 0, 1)[..., None]
         self.img = np.broadcast_to(np.array(top) * (1 - t) + np.array(low) * t, (s, s, 3)).copy()
 
@@ -188,85 +214,91 @@ class _Canvas:
         while x < 1:
             w = rng.uniform(0.12, 0.3)
             top = self.horizon * (1 - style.height * scale * rng.uniform(0.5, 1.0))
-            m = self.rect(x, top, x + w - 0.01, self.horizon, np.array(style.facade) * rng.uniform(.85, 1.15, 3))
+            m = self.rect(x, top, x + w - 0.01, self.horizon, np.array(style.facade) * rng.uniform(0.85, 1.15, 3))
             grid = (((self.xs - x) / w * style.windows) % 1 < 0.45) & (((self.ys - top) * self.s / 3) % 1 < 0.5)
-            self.img[m & grid] = np.array(style.window) * rng.uniform(.7, 1.1)
+            self.img[m & grid] = np.array(style.window) * rng.uniform(0.7, 1.1)
             x += w
 
     def street(self, style: Neighbourhood):
         self.buildings(style)
         h = self.horizon
-        self.rect(0, h, 1, 1, (.30, .30, .32))
-        self.rect(0, h, 1, h + 0.05, (.55, .55, .55))  # sidewalk
+        self.rect(0, h, 1, 1, (0.30, 0.30, 0.32))
+        self.rect(0, h, 1, h + 0.05, (0.55, 0.55, 0.55))  # sidewalk
         for _ in range(self.rng.poisson(style.trees)):
-            self.disc(self.rng.uniform(0, 1), h - 0.05, self.rng.uniform(.06, .12), (.15, .40, .15))
+            self.disc(self.rng.uniform(0, 1), h - 0.05, self.rng.uniform(0.06, 0.12), (0.15, 0.40, 0.15))
         if self.rng.random() < 0.5:  # a yellow cab
             x = self.rng.uniform(0, 0.8)
-            self.rect(x, h + 0.1, x + 0.2, h + 0.18, (.95, .80, .10))
+            self.rect(x, h + 0.1, x + 0.2, h + 0.18, (0.95, 0.80, 0.10))
 
     def park(self):
         self.buildings(NEIGHBOURHOODS[12], scale=0.5)  # the skyline behind the trees
-        self.rect(0, self.horizon, 1, 1, (.25, .50, .20))
+        self.rect(0, self.horizon, 1, 1, (0.25, 0.50, 0.20))
         for _ in range(12):
-            self.disc(self.rng.uniform(0, 1), self.horizon - 0.02, self.rng.uniform(.05, .1), (.12, .35, .12))
-        self.trapezoid(self.rng.uniform(.3, .7), self.horizon + .05, 1, .01, .15, (.80, .72, .55))
+            self.disc(self.rng.uniform(0, 1), self.horizon - 0.02, self.rng.uniform(0.05, 0.1), (0.12, 0.35, 0.12))
+        self.trapezoid(self.rng.uniform(0.3, 0.7), self.horizon + 0.05, 1, 0.01, 0.15, (0.80, 0.72, 0.55))
 
     def water(self, shore_height: float = 0.15):
-        far = Neighbourhood("", 0, 0, (.45, .45, .50), shore_height, (.3, .3, .35), 3, 0)
+        far = Neighbourhood("", 0, 0, (0.45, 0.45, 0.50), shore_height, (0.3, 0.3, 0.35), 3, 0)
         self.buildings(far)
         ripple = 1 + 0.1 * np.sin(self.ys * self.s * 2.0)[..., None]
         below = self.ys[:, 0] >= self.horizon
-        self.img[below] = (np.array([.15, .30, .42]) * ripple[below])
+        self.img[below] = np.array([0.15, 0.30, 0.42]) * ripple[below]
         if self.rng.random() < 0.3:
             x = self.rng.uniform(0, 0.8)
-            self.rect(x, self.horizon + .08, x + .15, self.horizon + .12, (.95, .95, .95))
+            self.rect(x, self.horizon + 0.08, x + 0.15, self.horizon + 0.12, (0.95, 0.95, 0.95))
 
 
 def _draw_landmark(c: _Canvas, name: str, closeness: float):
     cx, k, h = c.rng.uniform(0.3, 0.7), 0.6 + 0.4 * closeness, c.horizon
     if name == "Empire State Building":
         c.street(NEIGHBOURHOODS[8])
-        stone = (.80, .76, .64)
-        c.rect(cx - .16 * k, h - .35 * k, cx + .16 * k, h, stone)
-        c.rect(cx - .10 * k, h - .65 * k, cx + .10 * k, h, stone)
-        c.rect(cx - .05 * k, h - .8 * k, cx + .05 * k, h, (.85, .82, .70))
-        c.line(cx, h - .8 * k, cx, max(h - 1.0 * k, .02), .012, (.90, .90, .92))
+        stone = (0.80, 0.76, 0.64)
+        c.rect(cx - 0.16 * k, h - 0.35 * k, cx + 0.16 * k, h, stone)
+        c.rect(cx - 0.10 * k, h - 0.65 * k, cx + 0.10 * k, h, stone)
+        c.rect(cx - 0.05 * k, h - 0.8 * k, cx + 0.05 * k, h, (0.85, 0.82, 0.70))
+        c.line(cx, h - 0.8 * k, cx, max(h - 1.0 * k, 0.02), 0.012, (0.90, 0.90, 0.92))
     elif name == "One World Trade Center":
         c.street(NEIGHBOURHOODS[0])
-        c.trapezoid(cx, max(h - .95 * k, .05), h, .04 * k, .14 * k, (.55, .72, .88))
-        c.line(cx, max(h - .95 * k, .05), cx, 0.0, .008, (.85, .85, .85))
+        c.trapezoid(cx, max(h - 0.95 * k, 0.05), h, 0.04 * k, 0.14 * k, (0.55, 0.72, 0.88))
+        c.line(cx, max(h - 0.95 * k, 0.05), cx, 0.0, 0.008, (0.85, 0.85, 0.85))
     elif name == "Flatiron Building":
         c.street(NEIGHBOURHOODS[7])
-        top = h - .7 * k
-        c.rect(cx - .18 * k, top, cx, h, (.88, .80, .62))
-        c.rect(cx, top, cx + .12 * k, h, (.70, .62, .48))
-        c.img[(np.abs(c.xs - cx) < .18 * k) & (c.ys > top) & (c.ys < h) & (((c.ys - top) * c.s / 2) % 1 < .4)] *= 0.6
+        top = h - 0.7 * k
+        c.rect(cx - 0.18 * k, top, cx, h, (0.88, 0.80, 0.62))
+        c.rect(cx, top, cx + 0.12 * k, h, (0.70, 0.62, 0.48))
+        c.img[(np.abs(c.xs - cx) < 0.18 * k) & (c.ys > top) & (c.ys < h) & (((c.ys - top) * c.s / 2) % 1 < 0.4)] *= 0.6
     elif name == "Times Square":
         c.street(NEIGHBOURHOODS[8])
         for _ in range(10):
-            x, y = c.rng.uniform(0, .9), c.rng.uniform(.1, h - .1)
-            c.rect(x, y, x + c.rng.uniform(.08, .2), y + c.rng.uniform(.05, .15), c.rng.choice([0., 1.], 3) * .7 + .3)
+            x, y = c.rng.uniform(0, 0.9), c.rng.uniform(0.1, h - 0.1)
+            c.rect(
+                x,
+                y,
+                x + c.rng.uniform(0.08, 0.2),
+                y + c.rng.uniform(0.05, 0.15),
+                c.rng.choice([0.0, 1.0], 3) * 0.7 + 0.3,
+            )
     elif name == "Statue of Liberty":
         c.water(0.08)
-        c.rect(cx - .08 * k, h - .25 * k, cx + .08 * k, h, (.62, .56, .45))
-        c.trapezoid(cx, h - .6 * k, h - .25 * k, .03 * k, .07 * k, (.45, .70, .60))
-        c.disc(cx, h - .63 * k, .035 * k, (.45, .70, .60))
-        c.line(cx + .05 * k, h - .5 * k, cx + .07 * k, h - .8 * k, .015, (.45, .70, .60))
-        c.disc(cx + .07 * k, h - .82 * k, .025, (.95, .75, .20))
+        c.rect(cx - 0.08 * k, h - 0.25 * k, cx + 0.08 * k, h, (0.62, 0.56, 0.45))
+        c.trapezoid(cx, h - 0.6 * k, h - 0.25 * k, 0.03 * k, 0.07 * k, (0.45, 0.70, 0.60))
+        c.disc(cx, h - 0.63 * k, 0.035 * k, (0.45, 0.70, 0.60))
+        c.line(cx + 0.05 * k, h - 0.5 * k, cx + 0.07 * k, h - 0.8 * k, 0.015, (0.45, 0.70, 0.60))
+        c.disc(cx + 0.07 * k, h - 0.82 * k, 0.025, (0.95, 0.75, 0.20))
     elif name == "Brooklyn Bridge":
         c.water(0.2)
-        deck = h + .05
-        for tx in (cx - .25, cx + .25):
-            c.rect(tx - .06, h - .45 * k, tx + .06, deck + .1, (.62, .52, .40))
-            for ax in (tx - .03, tx + .03):
-                c.rect(ax - .012, h - .3 * k, ax + .012, deck, (.25, .22, .20))
-            for end in (tx - .35, tx + .35):
-                c.line(tx, h - .45 * k, end, deck, .006, (.30, .30, .30))
-        c.rect(0, deck, 1, deck + .03, (.35, .30, .28))
+        deck = h + 0.05
+        for tx in (cx - 0.25, cx + 0.25):
+            c.rect(tx - 0.06, h - 0.45 * k, tx + 0.06, deck + 0.1, (0.62, 0.52, 0.40))
+            for ax in (tx - 0.03, tx + 0.03):
+                c.rect(ax - 0.012, h - 0.3 * k, ax + 0.012, deck, (0.25, 0.22, 0.20))
+            for end in (tx - 0.35, tx + 0.35):
+                c.line(tx, h - 0.45 * k, end, deck, 0.006, (0.30, 0.30, 0.30))
+        c.rect(0, deck, 1, deck + 0.03, (0.35, 0.30, 0.28))
     else:  # Central Park Reservoir
         c.park()
-        c.rect(0, h + .02, 1, h + .25, (.30, .45, .62))
-        c.rect(0, h + .25, 1, h + .27, (.35, .35, .35))  # the fence
+        c.rect(0, h + 0.02, 1, h + 0.25, (0.30, 0.45, 0.62))
+        c.rect(0, h + 0.25, 1, h + 0.27, (0.35, 0.35, 0.35))  # the fence
 
 
 def render_city_image(lat: float, lon: float, rng: np.random.Generator | None = None, image_size: int = 64):
@@ -293,7 +325,12 @@ def _render(latlon, row, rng: np.random.Generator, image_size: int) -> np.ndarra
 
 
 def generate_city(
-    output_dir: str | Path, num_images: int = 500, *, bbox=MANHATTAN_BBOX, image_size: int = 64, seed: int = 0,
+    output_dir: str | Path,
+    num_images: int = 500,
+    *,
+    bbox=MANHATTAN_BBOX,
+    image_size: int = 64,
+    seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Write ``num_images`` city photos as an imagefolder (``images/``, ``metadata.csv`` with ``file_name,
@@ -305,9 +342,21 @@ def generate_city(
     desc = describe_city_locations(latlon)
     rng = np.random.default_rng([seed, 1])
     batches = (_render(latlon[i], desc.iloc[i], rng, image_size)[None] for i in range(num_images))
-    meta = pd.DataFrame({"latitude": latlon[:, 0], "longitude": latlon[:, 1], "text": desc["text"],
-                         "kind": desc["kind"], "name": desc["name"]})
+    meta = pd.DataFrame(
+        {
+            "latitude": latlon[:, 0],
+            "longitude": latlon[:, 1],
+            "text": desc["text"],
+            "kind": desc["kind"],
+            "name": desc["name"],
+        }
+    )
     kinds = {k: int(v) for k, v in desc["kind"].value_counts().sort_index().items()}
-    info = {"generator": "geo_models.data.procedural.generate_city", "seed": seed, "image_size": image_size,
-            "bbox": list(bbox), "counts": {"images": num_images, **kinds}}
+    info = {
+        "generator": "geo_models.data.procedural.generate_city",
+        "seed": seed,
+        "image_size": image_size,
+        "bbox": list(bbox),
+        "counts": {"images": num_images, **kinds},
+    }
     return write_imagefolder(output_dir, meta, batches, info, progress=progress, desc="city images")

@@ -30,20 +30,57 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 # Knots over |latitude| (degrees) -> RGB in [0, 1]: rainforest, savanna, dry, mediterranean, temperate, boreal,
 # tundra, ice. A desert colour is blended in around 24 degrees by the continent's aridity (Sahara, outback, Arabia).
 _BIOME_LAT = [0, 10, 20, 30, 42, 55, 65, 72, 90]
-_BIOME_RGB = np.array([[.10, .40, .12], [.30, .48, .15], [.55, .55, .25], [.50, .52, .28], [.28, .50, .20],
-                       [.18, .32, .18], [.45, .45, .38], [.90, .92, .95], [.95, .96, .98]])
-_DESERT_RGB = np.array([.85, .72, .48])
+_BIOME_RGB = np.array(
+    [
+        [0.10, 0.40, 0.12],
+        [0.30, 0.48, 0.15],
+        [0.55, 0.55, 0.25],
+        [0.50, 0.52, 0.28],
+        [0.28, 0.50, 0.20],
+        [0.18, 0.32, 0.18],
+        [0.45, 0.45, 0.38],
+        [0.90, 0.92, 0.95],
+        [0.95, 0.96, 0.98],
+    ]
+)
+_DESERT_RGB = np.array([0.85, 0.72, 0.48])
 _WATER_LAT = [0, 25, 45, 60, 75, 90]
-_WATER_RGB = np.array([[.05, .55, .60], [.05, .35, .60], [.08, .25, .45], [.20, .28, .35], [.60, .65, .70],
-                       [.85, .88, .90]])
+_WATER_RGB = np.array(
+    [
+        [0.05, 0.55, 0.60],
+        [0.05, 0.35, 0.60],
+        [0.08, 0.25, 0.45],
+        [0.20, 0.28, 0.35],
+        [0.60, 0.65, 0.70],
+        [0.85, 0.88, 0.90],
+    ]
+)
 _CONTINENTS = {  # aridity, soil tint
-    "AF": (1.0, (1.10, .95, .85)), "OC": (.9, (1.15, .90, .80)), "AS": (.7, (1.0, 1.0, 1.0)),
-    "NA": (.5, (1.0, .98, .95)), "SA": (.3, (1.0, 1.0, .90)), "EU": (.15, (.95, 1.0, .95)), "AN": (0., (1., 1., 1.)),
+    "AF": (1.0, (1.10, 0.95, 0.85)),
+    "OC": (0.9, (1.15, 0.90, 0.80)),
+    "AS": (0.7, (1.0, 1.0, 1.0)),
+    "NA": (0.5, (1.0, 0.98, 0.95)),
+    "SA": (0.3, (1.0, 1.0, 0.90)),
+    "EU": (0.15, (0.95, 1.0, 0.95)),
+    "AN": (0.0, (1.0, 1.0, 1.0)),
 }
 # Flag-like colours the country signage palette is drawn from.
-_SIGN_COLOURS = np.array([[.80, .10, .12], [.95, .95, .95], [.10, .20, .60], [.05, .55, .25], [.98, .82, .10],
-                          [.08, .08, .08], [.95, .50, .05], [.40, .70, .95], [.50, .05, .15], [.60, .30, .70],
-                          [.00, .45, .45], [.85, .60, .70]])
+_SIGN_COLOURS = np.array(
+    [
+        [0.80, 0.10, 0.12],
+        [0.95, 0.95, 0.95],
+        [0.10, 0.20, 0.60],
+        [0.05, 0.55, 0.25],
+        [0.98, 0.82, 0.10],
+        [0.08, 0.08, 0.08],
+        [0.95, 0.50, 0.05],
+        [0.40, 0.70, 0.95],
+        [0.50, 0.05, 0.15],
+        [0.60, 0.30, 0.70],
+        [0.00, 0.45, 0.45],
+        [0.85, 0.60, 0.70],
+    ]
+)
 _RING_KM = 15.0  # how far the camera "sees": water / land within this ring shows up on the horizon
 
 
@@ -55,8 +92,11 @@ def check_count(value, name: str) -> int:
 
 
 def check_image_size(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (
-            MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not (MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE)
+    ):
         raise ValueError(f"image_size must be an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {value!r}")
     return int(value)
 
@@ -80,8 +120,15 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def write_imagefolder(output_dir, meta: pd.DataFrame, batches: Iterable[np.ndarray], info: dict, *,
-                      progress: bool = True, desc: str = "images") -> pd.DataFrame:
+def write_imagefolder(
+    output_dir,
+    meta: pd.DataFrame,
+    batches: Iterable[np.ndarray],
+    info: dict,
+    *,
+    progress: bool = True,
+    desc: str = "images",
+) -> pd.DataFrame:
     """Save uint8 image batches as ``images/%06d.png`` + ``metadata.csv`` + ``dataset_info.json``."""
     from tqdm.auto import tqdm
 
@@ -228,23 +275,31 @@ def render_world_images(latlon: np.ndarray, geo: pd.DataFrame, rng: np.random.Ge
     decl = rng.uniform(-23.4, 23.4, n)
     elev = np.deg2rad(np.clip(90.0 - np.abs(latlon[:, 0] - decl), 2.0, 90.0)) * rng.uniform(0.6, 1.0, n)
     sun = np.sin(elev)[:, None]
-    top = sun * [.18, .42, .85] + (1 - sun) * [.35, .38, .55]
-    low = sun * [.65, .80, .95] + (1 - sun) * [.95, .70, .45]
+    top = sun * [0.18, 0.42, 0.85] + (1 - sun) * [0.35, 0.38, 0.55]
+    low = sun * [0.65, 0.80, 0.95] + (1 - sun) * [0.95, 0.70, 0.45]
     bright = 0.45 + 0.55 * sun
     horizon = rng.uniform(0.35, 0.65, n)[:, None, None]
     t = np.clip(ys / horizon, 0, 1)[..., None]
     img = (top[:, None, None] * (1 - t) + low[:, None, None] * t) * bright[:, None, None]
     # Clouds: more in the storm tracks (50-65 degrees), few in the subtropical highs.
-    cover = np.clip(0.25 + 0.35 * np.exp(-((abs_lat - 58) / 12) ** 2) - 0.2 * np.exp(-((abs_lat - 25) / 8) ** 2)
-                    + rng.uniform(-0.25, 0.25, n), 0, 1)
-    cloud = np.clip((smooth_noise(rng, n, s, 6) - (1 - cover)[:, None, None]) * 4, 0, 1)[..., None] * (ys < horizon)[
-        ..., None]
+    cover = np.clip(
+        0.25
+        + 0.35 * np.exp(-(((abs_lat - 58) / 12) ** 2))
+        - 0.2 * np.exp(-(((abs_lat - 25) / 8) ** 2))
+        + rng.uniform(-0.25, 0.25, n),
+        0,
+        1,
+    )
+    cloud = (
+        np.clip((smooth_noise(rng, n, s, 6) - (1 - cover)[:, None, None]) * 4, 0, 1)[..., None]
+        * (ys < horizon)[..., None]
+    )
     img = img * (1 - cloud) + cloud * (0.85 * bright[:, None, None])
     # Ground: biome colour from |lat| and continent, water colour from |lat|.
     conts = [_CONTINENTS.get(c, _CONTINENTS["AN"]) for c in geo["continent"]]
     arid = np.array([a for a, _ in conts])
     land = np.stack([np.interp(abs_lat, _BIOME_LAT, _BIOME_RGB[:, k]) for k in range(3)], -1)
-    dw = (arid * np.exp(-((abs_lat - 24) / 8) ** 2))[:, None]
+    dw = (arid * np.exp(-(((abs_lat - 24) / 8) ** 2)))[:, None]
     land = (land * (1 - dw) + _DESERT_RGB * dw) * np.array([tint for _, tint in conts])
     water = np.stack([np.interp(abs_lat, _WATER_LAT, _WATER_RGB[:, k]) for k in range(3)], -1)
     tex = 1 + 0.3 * (smooth_noise(rng, n, s, 8) - 0.5)
@@ -310,19 +365,37 @@ def generate_world(
     geo = describe_locations(latlon)
     rng = np.random.default_rng([seed, 1])
     chunk = max(1, (256 * 64 * 64) // (image_size * image_size))  # bounded memory per vectorised batch
-    batches = (render_world_images(latlon[i:i + chunk], geo.iloc[i:i + chunk], rng, image_size)
-               for i in range(0, num_images, chunk))
-    meta = pd.DataFrame({
-        "latitude": latlon[:, 0], "longitude": latlon[:, 1], "text": geo["text"],
-        "country_code": geo["country_code"], "is_land": geo["is_land"].astype(int),
-    })
+    batches = (
+        render_world_images(latlon[i : i + chunk], geo.iloc[i : i + chunk], rng, image_size)
+        for i in range(0, num_images, chunk)
+    )
+    meta = pd.DataFrame(
+        {
+            "latitude": latlon[:, 0],
+            "longitude": latlon[:, 1],
+            "text": geo["text"],
+            "country_code": geo["country_code"],
+            "is_land": geo["is_land"].astype(int),
+        }
+    )
     info = {
-        "generator": "geo_models.data.procedural.generate_world", "seed": seed, "image_size": image_size,
-        "counts": {"images": num_images, "land": int(geo["is_land"].sum()), "sea": int((~geo["is_land"]).sum()),
-                   "countries": int(geo["country_code"].nunique())},
+        "generator": "geo_models.data.procedural.generate_world",
+        "seed": seed,
+        "image_size": image_size,
+        "counts": {
+            "images": num_images,
+            "land": int(geo["is_land"].sum()),
+            "sea": int((~geo["is_land"]).sum()),
+            "countries": int(geo["country_code"].nunique()),
+        },
     }
     return write_imagefolder(output_dir, meta, batches, info, progress=progress, desc="world images")
 
 
-__all__ = ["describe_locations", "generate_world", "render_world_image", "render_world_images",
-           "sample_world_locations"]
+__all__ = [
+    "describe_locations",
+    "generate_world",
+    "render_world_image",
+    "render_world_images",
+    "sample_world_locations",
+]

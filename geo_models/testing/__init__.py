@@ -1,0 +1,27 @@
+"""Offline test kit: tiny seeded components built from configs, and a local Hugging Face Hub server.
+
+Heavy imports (diffusers, open_clip) happen only when a tiny component is requested.
+"""
+
+from geo_models.testing.hub_server import LocalHubServer, local_hub
+from geo_models.testing.tiny import (
+    clip_tokenizer,
+    register_tiny_open_clip_configs,
+    save_clip_tokenizer,
+    tiny_open_clip,
+    tiny_sd_components,
+    tiny_stable_diffusion_pipeline,
+    tiny_text_encoder_config,
+)
+
+__all__ = [
+    "LocalHubServer",
+    "clip_tokenizer",
+    "local_hub",
+    "register_tiny_open_clip_configs",
+    "save_clip_tokenizer",
+    "tiny_open_clip",
+    "tiny_sd_components",
+    "tiny_stable_diffusion_pipeline",
+    "tiny_text_encoder_config",
+]

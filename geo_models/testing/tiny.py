@@ -1,0 +1,188 @@
+"""Tiny, offline, deterministic components for tests and CPU demos.
+
+Nothing here downloads anything: open_clip architectures come from JSON configs shipped in
+`geo_models/testing/model_configs/`, the CLIP tokenizer is rebuilt from open_clip's bundled BPE merges, and
+the Stable Diffusion parts are built from small configs with seeded random weights.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+TINY_OPEN_CLIP_MODELS = tuple(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Run a block with `torch.manual_seed(seed)` without disturbing the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+# ----------------------------------------------------------------------------------------------- open_clip
+def register_tiny_open_clip_configs() -> tuple[str, ...]:
+    """Make the tiny open_clip architectures (e.g. `tiny-vit`) known to `open_clip`. Idempotent.
+
+    Returns the registered model names.
+    """
+    import open_clip
+
+    if not set(TINY_OPEN_CLIP_MODELS) <= set(open_clip.list_models()):
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+    return TINY_OPEN_CLIP_MODELS
+
+
+def tiny_open_clip(name: str = "tiny-vit", seed: int = 0):
+    """Build a randomly initialised (seeded, deterministic) tiny open_clip model.
+
+    `tiny-vit`: 32x32 RGB images, patch 8, 2 layers of width 32, `encode_image` -> (N, 32); text tower with the
+    standard 49408 vocab and context length 77 (works with `open_clip.tokenize`).
+
+    Returns:
+        `(model, preprocess)`: model in eval mode and the eval image transform (PIL -> (3, 32, 32) tensor).
+    """
+    import open_clip
+
+    register_tiny_open_clip_configs()
+    if name not in TINY_OPEN_CLIP_MODELS:
+        raise ValueError(f"name must be one of {TINY_OPEN_CLIP_MODELS}, got {name!r}")
+    with _seeded(seed):
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+    return model.eval(), preprocess
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer
+def _open_clip_bpe_path() -> str:
+    from open_clip.tokenizer import default_bpe
+
+    return default_bpe()
+
+
+@lru_cache(maxsize=8)
+def clip_tokenizer(model_max_length: int = 77):
+    """The real CLIP BPE tokenizer as a `transformers.CLIPTokenizer`, built offline from open_clip's merges.
+
+    Token ids equal `open_clip.tokenize` up to and including `<|endoftext|>` (49407); padding follows the
+    Stable Diffusion 1.x / transformers convention (pad = `<|endoftext|>`, 49407) where open_clip pads with 0.
+    (A `"!"` pad token as in SD 2.x would also split `"!!!"` into three tokens, so it is not offered.)
+
+    The result is cached: treat it as read-only (or `copy.deepcopy` it).
+    """
+    from open_clip.tokenizer import bytes_to_unicode
+    from transformers import CLIPTokenizer
+
+    with gzip.open(_open_clip_bpe_path(), "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]  # same slice as open_clip
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if len(vocab) != 49408:
+        raise RuntimeError(f"expected 49408 CLIP tokens, built {len(vocab)}")
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def save_clip_tokenizer(save_directory: str | os.PathLike, model_max_length: int = 77) -> Path:
+    """Write the offline CLIP tokenizer to a folder loadable with `CLIPTokenizer.from_pretrained(dir)`."""
+    save_directory = Path(save_directory)
+    clip_tokenizer(model_max_length).save_pretrained(save_directory)
+    return save_directory
+
+
+# ----------------------------------------------------------------------------------------------- diffusers
+def tiny_text_encoder_config(hidden_size: int = 32):
+    """A `CLIPTextConfig` with the real vocabulary (49408) and 77 positions, 2 layers, 2 heads."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=hidden_size,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+
+
+def tiny_sd_components(seed: int = 0) -> dict:
+    """Tiny Stable Diffusion components with seeded random weights.
+
+    - `vae`: AutoencoderKL, 3 blocks (4x downsampling), 4 latent channels: (N, 3, 32, 32) <-> (N, 4, 8, 8).
+    - `unet`: UNet2DConditionModel on (N, 4, 8, 8) latents, channels (8, 16), cross-attention dim 32
+      (takes any number of context tokens of width 32).
+    - `text_encoder`: CLIPTextModel, hidden 32, (N, 77) ids -> (N, 77, 32).
+    - `tokenizer`: the real CLIP tokenizer (`clip_tokenizer()`), model_max_length 77.
+    - `scheduler`: DDIMScheduler with the Stable Diffusion betas (scaled_linear 0.00085 -> 0.012).
+
+    The pipeline's default output size is 32x32 (`unet.sample_size` 8 x `vae_scale_factor` 4).
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=2,
+            norm_num_groups=4,
+        )
+    with _seeded(seed + 1):
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            block_out_channels=(8, 16, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=4,
+            sample_size=32,
+        )
+    with _seeded(seed + 2):
+        text_encoder = CLIPTextModel(tiny_text_encoder_config())
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": clip_tokenizer(77),
+        "scheduler": scheduler,
+    }
+
+
+def tiny_stable_diffusion_pipeline(seed: int = 0):
+    """A `StableDiffusionPipeline` from `tiny_sd_components(seed)` (no safety checker), default output 32x32."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        **tiny_sd_components(seed), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
