@@ -38,3 +38,18 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def enable_xformers_if_available(model: Any) -> bool:
+    """Turn on xformers attention for a diffusers model/pipeline, only on CUDA with the optional ``gpu`` extra.
+
+    xformers has no CPU kernels, so on CPU (and without the package) this does nothing and returns False.
+    """
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        return False
+    model.enable_xformers_memory_efficient_attention()
+    return True
