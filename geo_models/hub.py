@@ -14,14 +14,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, PyTorchModelHubMixin, hf_hub_download
-from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import load_file, save_file
 
 LIBRARY_NAME = "geo_models"
 
 # model_type -> "module:Class". Explicit (reading it tells which code runs) and lazy (no heavy imports here).
 MODEL_TYPES: dict[str, str] = {
     "location_encoder": "geo_models.encoders.location:LocationEncoder",
+    "geoclip": "geo_models.geoclip.modeling:GeoCLIP",
 }
 
 
@@ -148,6 +150,18 @@ class GeoModelHubMixin(PyTorchModelHubMixin, library_name=LIBRARY_NAME):
         card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
         return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
 
+    def hub_state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors written to ``model.safetensors`` (subclasses may leave out what their config rebuilds)."""
+        return self.state_dict()
+
+    def load_hub_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Inverse of :meth:`hub_state_dict`; raises ``RuntimeError`` naming missing/unexpected keys."""
+        self.load_state_dict(state, strict=strict)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        state = {k: v.detach().contiguous() for k, v in self.hub_state_dict().items()}
+        save_file(state, str(Path(save_directory) / "model.safetensors"))
+
     @classmethod
     def _from_pretrained(
         cls,
@@ -177,7 +191,7 @@ class GeoModelHubMixin(PyTorchModelHubMixin, library_name=LIBRARY_NAME):
                 token=token,
                 local_files_only=local_files_only,
             )
-        load_safetensors_model(model, str(weights), strict=strict, device=map_location)
+        model.load_hub_state_dict(load_file(str(weights), device=map_location), strict=strict)
         return model.eval()
 
 

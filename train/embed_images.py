@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from geo_models.data.embeddings import write_embedding_parquet
 from geo_models.data.imagefolder import read_imagefolder_metadata
-from geo_models.testing.tiny import register_tiny_open_clip_configs
+from geo_models.encoders.image import register_open_clip_configs
 from geo_models.training import make_accelerator, write_json_atomic
 
 INFO_NAME = "embedding_info.json"
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     accelerator = make_accelerator()
     set_seed(args.seed)  # identical random weights on every process
-    register_tiny_open_clip_configs()
+    register_open_clip_configs()
 
     root, out = Path(args.train_data), Path(args.output_dir)
     meta = read_imagefolder_metadata(root).reset_index(drop=True)  # validated: columns, lat/lon range, files exist

@@ -16,6 +16,7 @@ from geo_models.sphere.coords import (
 )
 from geo_models.sphere.manifold import (
     exp_map,
+    fibonacci_lattice,
     geodesic,
     geodesic_distance,
     geodesic_interpolate,
@@ -46,6 +47,7 @@ __all__ = [
     "destination",
     "equal_earth",
     "exp_map",
+    "fibonacci_lattice",
     "geodesic",
     "geodesic_distance",
     "geodesic_interpolate",

@@ -132,6 +132,22 @@ def uniform_sphere(
     return xyz_to_latlon(uniform_sphere_xyz(num_samples, generator=generator, dtype=torch.float64)).to(dtype)
 
 
+def fibonacci_lattice(num_points: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(num_points, 2)`` latlon of a Fibonacci (golden-spiral) lattice: near-uniform points, equal area each.
+
+    Point i has ``z = 1 - (2i + 1) / n`` and longitude ``i * golden_angle``; spacing is about ``sqrt(4π/n)`` radians
+    (~71 km for 100K points). Used as retrieval galleries and decoder anchor sets.
+    """
+    n = int(num_points)
+    if n < 1:
+        raise ValueError(f"num_points must be >= 1, got {num_points}")
+    i = torch.arange(n, dtype=torch.float64)
+    z = 1 - (2 * i + 1) / n
+    golden_angle = math.pi * (3 - math.sqrt(5))
+    lon = torch.remainder(i * golden_angle + math.pi, 2 * math.pi) - math.pi
+    return torch.rad2deg(torch.stack([torch.asin(z), lon], dim=-1)).to(dtype)
+
+
 def von_mises_fisher_xyz(
     mean: TensorLike, kappa: TensorLike, num_samples: int, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:

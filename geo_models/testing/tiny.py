@@ -1,7 +1,7 @@
 """Tiny, offline, deterministic components for tests and CPU demos.
 
 Nothing here downloads anything: open_clip architectures come from JSON configs shipped in
-`geo_models/testing/model_configs/`, the CLIP tokenizer is rebuilt from open_clip's bundled BPE merges, and
+`geo_models/encoders/model_configs/`, the CLIP tokenizer is rebuilt from open_clip's bundled BPE merges, and
 the Stable Diffusion parts are built from small configs with seeded random weights.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-TINY_OPEN_CLIP_MODELS = tuple(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
+from geo_models.encoders.image import LOCAL_OPEN_CLIP_MODELS as TINY_OPEN_CLIP_MODELS
+from geo_models.encoders.image import register_open_clip_configs as register_tiny_open_clip_configs
 
 
 @contextmanager
@@ -28,18 +28,6 @@ def _seeded(seed: int):
 
 
 # ----------------------------------------------------------------------------------------------- open_clip
-def register_tiny_open_clip_configs() -> tuple[str, ...]:
-    """Make the tiny open_clip architectures (e.g. `tiny-vit`) known to `open_clip`. Idempotent.
-
-    Returns the registered model names.
-    """
-    import open_clip
-
-    if not set(TINY_OPEN_CLIP_MODELS) <= set(open_clip.list_models()):
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
-    return TINY_OPEN_CLIP_MODELS
-
-
 def tiny_open_clip(name: str = "tiny-vit", seed: int = 0):
     """Build a randomly initialised (seeded, deterministic) tiny open_clip model.
 

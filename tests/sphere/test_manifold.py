@@ -128,3 +128,19 @@ def test_unit_vector_checks():
         exp_map(torch.tensor([2.0, 0.0, 0.0]), torch.zeros(3))
     with pytest.raises(ValueError, match="^v"):
         exp_map(torch.tensor([1.0, 0.0, 0.0]), torch.zeros(2))
+
+
+def test_fibonacci_lattice_is_near_uniform():
+    from geo_models.sphere import fibonacci_lattice
+
+    pts = fibonacci_lattice(10_000)
+    assert pts.shape == (10_000, 2) and pts[:, 0].abs().max() <= 90 and pts[:, 1].abs().max() <= 180
+    xyz = latlon_to_xyz(pts.double())
+    assert xyz.mean(0).abs().max() < 1e-3
+    hist = torch.histc(xyz[:, 2], bins=10, min=-1, max=1) / len(xyz)  # equal area bands, equal counts
+    assert (hist - 0.1).abs().max() < 1e-3
+    # Nearest-neighbour spacing close to sqrt(4 pi / n) radians.
+    d = torch.cdist(xyz[:500], xyz).topk(2, largest=False).values[:, 1]
+    assert d.median().item() == pytest.approx(math.sqrt(4 * math.pi / 10_000), rel=0.2)
+    with pytest.raises(ValueError, match="num_points"):
+        fibonacci_lattice(0)

@@ -1,0 +1,129 @@
+"""Image (and text) backbones: open_clip models, frozen by default, with their preprocessing.
+
+open_clip's one factory is used (``create_model_and_transforms``); extra architectures ship as JSON data in
+``model_configs/`` (e.g. ``tiny-vit`` for tests and CPU demos) and are registered with ``open_clip.add_model_config``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / "model_configs"
+LOCAL_OPEN_CLIP_MODELS = tuple(sorted(p.stem for p in OPEN_CLIP_CONFIG_DIR.glob("*.json")))
+
+
+def register_open_clip_configs() -> tuple[str, ...]:
+    """Make the architectures of ``model_configs/`` known to open_clip (idempotent); returns their names."""
+    import open_clip
+
+    if not set(LOCAL_OPEN_CLIP_MODELS) <= set(open_clip.list_models()):
+        open_clip.add_model_config(OPEN_CLIP_CONFIG_DIR)
+    return LOCAL_OPEN_CLIP_MODELS
+
+
+def simclr_transform(image_size: int, mean: Sequence[float], std: Sequence[float], *, strength: float = 0.5):
+    """SimCLR-style augmentation (Chen et al. 2020, appendix A) for the P augmented views of GeoCLIP training.
+
+    Random resized crop, horizontal flip, colour jitter (``0.8 * strength`` for brightness/contrast/saturation,
+    ``0.2 * strength`` hue, applied w.p. 0.8) and greyscale w.p. 0.2; then the backbone's normalisation.
+    """
+    from torchvision import transforms as T
+
+    jitter = T.ColorJitter(0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)
+    return T.Compose(
+        [
+            T.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([jitter], p=0.8 if strength > 0 else 0.0),
+            T.RandomGrayscale(p=0.2 if strength > 0 else 0.0),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+class OpenCLIPBackbone(nn.Module):
+    """An open_clip model used as image encoder (``encode_image``) and, for text queries, text encoder.
+
+    Args:
+        model_name: open_clip architecture, e.g. ``ViT-L-14`` or ``tiny-vit``.
+        pretrained: open_clip tag (``openai``), a local weights file, or ``None`` for seeded random weights.
+        seed: seed of the random weights when ``pretrained`` is None.
+        trainable: leave the weights trainable (full fine-tuning); frozen backbones are kept in eval mode.
+    """
+
+    def __init__(self, model_name: str, pretrained: str | None = None, *, seed: int = 0, trainable: bool = False):
+        super().__init__()
+        import open_clip
+
+        register_open_clip_configs()
+        if model_name not in open_clip.list_models():
+            raise ValueError(
+                f"model_name {model_name!r} is not an open_clip architecture (see open_clip.list_models())"
+            )
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise RuntimeError(
+                f"could not load open_clip {model_name!r} weights {pretrained!r}: {err}. Without internet pass a "
+                "local weights file as pretrained=..., or use precomputed image embeddings (backbone=None)."
+            ) from err
+        self.model = model
+        self.model_name, self.pretrained = model_name, pretrained
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.output_dim = int(model.visual.output_dim)
+        self.image_size = model.visual.image_size
+        self.image_size = self.image_size[0] if isinstance(self.image_size, (tuple, list)) else int(self.image_size)
+        self.mean = tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
+        self.std = tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
+        self.set_trainable(trainable)
+
+    def set_trainable(self, trainable: bool) -> None:
+        self.model.requires_grad_(trainable)
+        self.trainable = trainable
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not getattr(self, "trainable", False):
+            self.model.eval()  # frozen: no dropout / batch-stat updates even when the owner trains
+        return self
+
+    def train_transform(self, strength: float = 0.5):
+        """SimCLR-style augmentation at this backbone's input size and normalisation."""
+        return simclr_transform(self.image_size, self.mean, self.std, strength=strength)
+
+    def preprocess_images(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        """PIL images -> ``(N, 3, S, S)`` normalised pixels; tensors pass through (already preprocessed)."""
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"images tensor must have shape (N, 3, H, W), got {tuple(images.shape)}")
+            return images
+        if not len(images):
+            raise ValueError("images must not be empty")
+        pixels = []
+        for i, img in enumerate(images):
+            if not isinstance(img, Image.Image):
+                raise ValueError(f"images[{i}] must be a PIL image or a preprocessed tensor, got {type(img).__name__}")
+            pixels.append(self.preprocess(img.convert("RGB")))
+        return torch.stack(pixels)
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` -> ``(N, output_dim)`` projected image features (not normalised)."""
+        param = next(self.model.parameters())
+        return self.model.encode_image(pixel_values.to(param.device, param.dtype))
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts -> ``(N, output_dim)`` projected text features (not normalised)."""
+        if isinstance(texts, str) or not len(texts):
+            raise ValueError("texts must be a non-empty list of strings")
+        tokens = self.tokenizer(list(texts)).to(next(self.model.parameters()).device)
+        return self.model.encode_text(tokens)

@@ -1,0 +1,358 @@
+"""GeoCLIP (Vivanco Cepeda et al., NeurIPS 2023): image-to-GPS retrieval with a CLIP image encoder and a
+multi-scale location encoder trained contrastively.
+
+- Location encoder L(.) (sec. 3.1, eq. 1-3): Equal Earth -> RFF at sigma 2^0, 2^4, 2^8 -> MLPs -> sum.
+- Image encoder V(.) (sec. 3.2): frozen CLIP backbone + trainable head h1 (D -> D, ReLU), h2 (D -> 512).
+- Similarity: ``exp(logit_scale) * <V(I)/|V(I)|, L(G)/|L(G)|>``, logit scale initialised at log(1/0.07).
+- Retrieval (sec. 3.3): softmax over a gallery of GPS coordinates, top-k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from geo_models.encoders.image import OpenCLIPBackbone
+from geo_models.encoders.location import LocationEncoder
+from geo_models.geoclip.gallery import as_gallery, fibonacci_gallery, gallery_from_csv, gallery_hash, official_gallery
+from geo_models.hub import GeoModelHubMixin
+from geo_models.outputs import GeoPrediction
+from geo_models.sphere import check_latlon, haversine_km
+
+GalleryLike = torch.Tensor | str | PathLike | int | None
+
+
+@dataclass
+class TextQueryResult:
+    """Output of :meth:`GeoCLIP.text_query`.
+
+    Attributes:
+        heatmap: ``(T, H, W)`` cosine similarity of each text with the locations of a lat/lon grid.
+        latitudes: ``(H,)`` grid cell centres, north to south. longitudes: ``(W,)`` west to east.
+        candidates: ``(T, K, 2)`` best grid cells. scores: ``(T, K)`` their probability over the grid.
+    """
+
+    heatmap: torch.Tensor
+    latitudes: torch.Tensor
+    longitudes: torch.Tensor
+    candidates: torch.Tensor
+    scores: torch.Tensor
+
+
+class GeoCLIP(nn.Module, GeoModelHubMixin):
+    """GeoCLIP model: ``predict`` returns top-k gallery locations with probabilities over the whole gallery.
+
+    Args:
+        embedding_dim: width of the backbone's image features (768 for CLIP ViT-L/14).
+        projection_dim: width of the shared image/location space (512).
+        sigmas, num_features, hidden_dim, num_layers: location encoder (see :class:`LocationEncoder`).
+        logit_scale_init: initial log of the inverse temperature (paper: tau = 0.07).
+        backbone: open_clip architecture for raw images (e.g. ``ViT-L-14``); ``None`` works on precomputed
+            image embeddings only.
+        backbone_pretrained: open_clip tag or weights file for the backbone (``openai``).
+        backbone_finetuned: the backbone's weights were trained (LoRA merged or full) and are saved with the model.
+        seed: seed of the RFF matrices (and of a randomly initialised backbone).
+    """
+
+    model_type = "geoclip"
+    gallery_cache_size = 2  # galleries whose location embeddings stay cached (100K x 512 floats = 200 MB each)
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int = 768,
+        projection_dim: int = 512,
+        sigmas: tuple[float, ...] = (2**0, 2**4, 2**8),
+        num_features: int = 256,
+        hidden_dim: int = 1024,
+        num_layers: int = 3,
+        logit_scale_init: float = math.log(1 / 0.07),
+        backbone: str | None = None,
+        backbone_pretrained: str | None = None,
+        backbone_finetuned: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.location_encoder = LocationEncoder(
+            sigmas=tuple(sigmas),
+            num_features=num_features,
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+            output_dim=projection_dim,
+            seed=seed,
+        )
+        self.image_head = nn.Sequential(
+            nn.Linear(embedding_dim, embedding_dim), nn.ReLU(), nn.Linear(embedding_dim, projection_dim)
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
+        self.register_buffer("gallery", torch.zeros(0, 2))  # default gallery saved with the model (may be empty)
+        self.backbone: OpenCLIPBackbone | None = None
+        if backbone:
+            self.backbone = OpenCLIPBackbone(backbone, backbone_pretrained, seed=seed, trainable=backbone_finetuned)
+            if self.backbone.output_dim != embedding_dim:
+                raise ValueError(
+                    f"embedding_dim={embedding_dim}, but backbone {backbone!r} gives {self.backbone.output_dim}-d"
+                )
+        self._gallery_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    # ------------------------------------------------------------------------------------------- encoders
+    def check_embeddings(self, image_embeddings: Any, name: str = "image_embeddings") -> torch.Tensor:
+        """Validate backbone features ``(N, embedding_dim)`` -> float tensor on the model's device."""
+        t = torch.as_tensor(image_embeddings)
+        if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != self.embedding_dim:
+            raise ValueError(f"{name} must have shape (N >= 1, {self.embedding_dim}), got {tuple(t.shape)}")
+        if not t.is_floating_point() or not torch.isfinite(t).all():
+            raise ValueError(f"{name} must be finite floating-point values")
+        return t.to(self.logit_scale.device, self.logit_scale.dtype)
+
+    def encode_image_embeddings(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``(N, D)`` -> unit-norm ``(N, projection_dim)`` through h1, h2."""
+        return F.normalize(self.image_head(image_embeddings), dim=-1)
+
+    def encode_locations(self, latlon: torch.Tensor) -> torch.Tensor:
+        """``(M, 2)`` degrees -> unit-norm ``(M, projection_dim)``."""
+        return F.normalize(self.location_encoder(latlon), dim=-1)
+
+    def forward(self, image_embeddings: torch.Tensor, latlon: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, M)`` = exp(logit_scale) * cosine(image i, location j) (GeoCLIP eq. 4)."""
+        return (
+            self.logit_scale.exp() * self.encode_image_embeddings(image_embeddings) @ self.encode_locations(latlon).T
+        )
+
+    def embed_images(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
+        """Images (PIL, file paths, or a preprocessed ``(N, 3, S, S)`` tensor) -> backbone features ``(N, D)``."""
+        if self.backbone is None:
+            raise ValueError("images need a backbone: this model has none (pass image_embeddings instead)")
+        pixels = self.backbone.preprocess_images(load_images(images))
+        return torch.cat(
+            [self.backbone.encode_image(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+        )
+
+    # ------------------------------------------------------------------------------------------- galleries
+    def resolve_gallery(self, gallery: GalleryLike = None) -> torch.Tensor:
+        """``None``: the gallery saved with the model, else the official 100K if installed, else a 100K Fibonacci
+        grid; ``"official"``; an int N (Fibonacci grid of N points); a CSV path; or a ``(G, 2)`` latlon tensor."""
+        if gallery is None:
+            if len(self.gallery):
+                return self.gallery
+            try:
+                return official_gallery()
+            except ImportError:
+                return fibonacci_gallery(100_000)
+        if isinstance(gallery, str) and gallery == "official":
+            return official_gallery()
+        if isinstance(gallery, int):
+            return fibonacci_gallery(gallery)
+        if isinstance(gallery, (str, PathLike)):
+            if not Path(gallery).is_file():
+                raise ValueError(f"gallery: {gallery!r} is neither 'official' nor an existing CSV file")
+            return gallery_from_csv(gallery)
+        return as_gallery(gallery)
+
+    @torch.no_grad()
+    def gallery_embeddings(self, gallery: torch.Tensor, *, batch_size: int = 8192) -> torch.Tensor:
+        """Unit-norm location embeddings ``(G, projection_dim)``, computed once per (gallery, weights) and cached."""
+        params = list(self.location_encoder.parameters())
+        key = (gallery_hash(gallery), tuple((p.data_ptr(), p._version) for p in params), params[0].device)
+        if key in self._gallery_cache:
+            self._gallery_cache.move_to_end(key)
+            return self._gallery_cache[key]
+        emb = torch.cat(
+            [self.encode_locations(gallery[i : i + batch_size]) for i in range(0, len(gallery), batch_size)]
+        )
+        self._gallery_cache[key] = emb
+        while len(self._gallery_cache) > self.gallery_cache_size:
+            self._gallery_cache.popitem(last=False)
+        return emb
+
+    # ------------------------------------------------------------------------------------------- retrieval
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Any = None,
+        image_embeddings: torch.Tensor | None = None,
+        *,
+        top_k: int = 5,
+        gallery: GalleryLike = None,
+        batch_size: int = 256,
+        prior_latlon: torch.Tensor | None = None,
+        prior_radius_km: float | None = None,
+        ten_crop: bool = False,
+    ) -> GeoPrediction:
+        """Geolocate images by retrieval over a GPS gallery.
+
+        Args:
+            images: PIL images, image file paths, or a preprocessed ``(N, 3, S, S)`` tensor (needs a backbone).
+            image_embeddings: ``(N, embedding_dim)`` backbone features, instead of ``images``.
+            top_k: number of candidates per image.
+            gallery: see :meth:`resolve_gallery`; its location embeddings are cached across calls.
+            batch_size: images scored per chunk (bounds the ``(batch, G)`` similarity matrix).
+            prior_latlon, prior_radius_km: search only gallery points within the radius of a known point, ``(2,)``
+                or ``(N, 2)`` (paper Table 5: 2500 km continent, 750 country, 200 region, 25 city).
+            ten_crop: average the gallery probabilities over ten crops (4 corners + centre, and flips) per image.
+
+        Returns:
+            GeoPrediction with ``latlon (N, 2)`` (top-1), ``candidates (N, K, 2)`` and ``scores (N, K)``: the
+            candidates' probabilities under a softmax over the whole gallery (as the official ``predict``).
+
+        Example:
+            >>> model = GeoCLIP.from_official()  # doctest: +SKIP
+            >>> model.predict(image_embeddings=torch.randn(4, 768), top_k=3).candidates.shape  # doctest: +SKIP
+            torch.Size([4, 3, 2])
+        """
+        # 1. Check inputs
+        if (images is None) == (image_embeddings is None):
+            raise ValueError("pass exactly one of images or image_embeddings")
+        if ten_crop and images is None:
+            raise ValueError("ten_crop needs images, not image_embeddings")
+        gallery = self.resolve_gallery(gallery).to(self.logit_scale.device)
+        if not 1 <= top_k <= len(gallery):
+            raise ValueError(f"top_k must be in [1, {len(gallery)}] (the gallery size), got {top_k}")
+        if (prior_latlon is None) != (prior_radius_km is None):
+            raise ValueError("prior_latlon and prior_radius_km go together")
+        # 2. Image features, one row per image (or per crop)
+        crops = 10 if ten_crop else 1
+        if images is not None:
+            pixels = self._ten_crop_pixels(images) if ten_crop else None
+            feats = self.embed_images(images if pixels is None else pixels, batch_size=batch_size)
+        else:
+            feats = self.check_embeddings(image_embeddings)
+        n = len(feats) // crops
+        mask = self._prior_mask(gallery, prior_latlon, prior_radius_km, n) if prior_latlon is not None else None
+        # 3. Gallery embeddings (cached)
+        gallery_emb = self.gallery_embeddings(gallery)
+        # 4. Probabilities over the whole gallery, top-k, chunked over images
+        scale = self.logit_scale.exp()
+        cands, scores = [], []
+        step = max(1, batch_size // crops)
+        for start in range(0, n, step):
+            rows = slice(start * crops, min(n, start + step) * crops)
+            logits = scale * self.encode_image_embeddings(feats[rows]) @ gallery_emb.T  # (b * crops, G)
+            logits = logits.view(-1, crops, len(gallery))
+            if mask is not None:
+                logits = logits.masked_fill(~mask[start : start + step, None], float("-inf"))
+            probs = logits.softmax(dim=-1).mean(dim=1)  # (b, G)
+            top = probs.topk(top_k, dim=-1)
+            cands.append(gallery[top.indices])
+            scores.append(top.values)
+        candidates, scores = torch.cat(cands).cpu(), torch.cat(scores).cpu()
+        return GeoPrediction(latlon=candidates[:, 0], candidates=candidates, scores=scores)
+
+    def _prior_mask(self, gallery, prior_latlon, radius_km, n) -> torch.Tensor:
+        prior = check_latlon(prior_latlon, "prior_latlon").to(gallery.device)
+        prior = prior.expand(n, 2) if prior.ndim == 1 else prior
+        if prior.shape != (n, 2):
+            raise ValueError(f"prior_latlon must have shape (2,) or ({n}, 2), got {tuple(prior.shape)}")
+        if not radius_km > 0:
+            raise ValueError(f"prior_radius_km must be > 0, got {radius_km}")
+        mask = haversine_km(prior[:, None], gallery[None]) <= radius_km  # (N, G)
+        empty = (~mask.any(dim=1)).nonzero()
+        if len(empty):
+            raise ValueError(f"prior_radius_km={radius_km}: no gallery point within it for image {int(empty[0])}")
+        return mask
+
+    def _ten_crop_pixels(self, images: Any) -> torch.Tensor:
+        """Images -> ``(N * 10, 3, S, S)``: short side resized to S * 256/224, ten S x S crops (paper sec. 4)."""
+        from torchvision import transforms as T
+
+        if self.backbone is None:
+            raise ValueError("images need a backbone: this model has none (pass image_embeddings instead)")
+        size = self.backbone.image_size
+        to_pixels = T.Compose([T.ToTensor(), T.Normalize(self.backbone.mean, self.backbone.std)])
+        resize = T.Resize(round(size * 256 / 224), interpolation=T.InterpolationMode.BICUBIC)
+        ten = T.TenCrop(size)
+        return torch.stack([to_pixels(crop) for img in load_images(images) for crop in ten(resize(img))])
+
+    # ------------------------------------------------------------------------------------------- text query
+    @torch.no_grad()
+    def text_query(self, texts: list[str], *, resolution_deg: float = 2.0, top_k: int = 5) -> TextQueryResult:
+        """Where does a text belong? (paper sec. 4.4): CLIP text features -> h1, h2 -> similarity over a grid."""
+        if self.backbone is None:
+            raise ValueError("text queries need the CLIP backbone (its text tower); this model has none")
+        if not 0 < resolution_deg <= 30:
+            raise ValueError(f"resolution_deg must be in (0, 30], got {resolution_deg}")
+        lats = torch.arange(90 - resolution_deg / 2, -90, -resolution_deg)
+        lons = torch.arange(-180 + resolution_deg / 2, 180, resolution_deg)
+        grid = torch.stack(torch.meshgrid(lats, lons, indexing="ij"), dim=-1).reshape(-1, 2)
+        text = self.encode_image_embeddings(self.backbone.encode_text(texts).to(self.logit_scale.dtype))
+        sim = text @ self.gallery_embeddings(grid).T  # (T, H * W)
+        top = (self.logit_scale.exp() * sim).softmax(dim=-1).topk(min(top_k, len(grid)), dim=-1)
+        return TextQueryResult(
+            heatmap=sim.view(len(texts), len(lats), len(lons)).cpu(),
+            latitudes=lats,
+            longitudes=lons,
+            candidates=grid[top.indices.cpu()],
+            scores=top.values.cpu(),
+        )
+
+    # ------------------------------------------------------------------------------------------- Hub
+    @classmethod
+    def from_official(cls, source: str | PathLike | None = None, **kwargs) -> GeoCLIP:
+        """The official GeoCLIP weights, converted (see :func:`geo_models.geoclip.official.load_official`)."""
+        from geo_models.geoclip.official import load_official
+
+        return load_official(source, **kwargs)
+
+    def backbone_is_rebuilt_from_config(self) -> bool:
+        """True when ``from_pretrained`` rebuilds the backbone exactly from config (a named open_clip tag or seeded
+        random weights, not fine-tuned); its weights are then left out of ``model.safetensors``."""
+        if self.backbone is None or self.config_value("backbone_finetuned", False):
+            return False
+        tag = self.backbone.pretrained
+        return tag is None or not Path(str(tag)).exists()
+
+    def config_value(self, key: str, default: Any = None) -> Any:
+        return (self._hub_mixin_config or {}).get(key, default)
+
+    def mark_backbone_finetuned(self) -> None:
+        """Record that the backbone was trained, so its weights are saved with the model."""
+        self._hub_mixin_config = {**(self._hub_mixin_config or {}), "backbone_finetuned": True}
+
+    def hub_state_dict(self) -> dict[str, torch.Tensor]:
+        state = self.state_dict()
+        if self.backbone_is_rebuilt_from_config():
+            state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+        return state
+
+    def load_hub_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+        state = dict(state)
+        if "gallery" in state:
+            self.gallery = state.pop("gallery").to(torch.float32)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [
+            k
+            for k in missing
+            if k != "gallery" and not (k.startswith("backbone.") and self.backbone_is_rebuilt_from_config())
+        ]
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"GeoCLIP weights do not match: missing {missing}, unexpected {unexpected}")
+
+
+def load_images(images: Any) -> Any:
+    """PIL image(s) or file path(s) -> list of RGB PIL images; tensors pass through. Unreadable -> ValueError."""
+    if isinstance(images, torch.Tensor):
+        return images
+    if isinstance(images, (Image.Image, str, PathLike)):
+        images = [images]
+    if not len(images):
+        raise ValueError("images must not be empty")
+    out = []
+    for i, img in enumerate(images):
+        if isinstance(img, (str, PathLike)):
+            try:
+                with Image.open(img) as opened:
+                    img = opened.convert("RGB")
+            except (OSError, UnidentifiedImageError) as err:
+                raise ValueError(f"images[{i}]: cannot read image file {str(img)!r}: {err}") from err
+        out.append(img)
+    return out
