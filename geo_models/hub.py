@@ -24,6 +24,7 @@ LIBRARY_NAME = "geo_models"
 MODEL_TYPES: dict[str, str] = {
     "location_encoder": "geo_models.encoders.location:LocationEncoder",
     "geoclip": "geo_models.geoclip.modeling:GeoCLIP",
+    "knn": "geo_models.baselines:KNNGeolocator",
 }
 
 

@@ -53,3 +53,65 @@ def enable_xformers_if_available(model: Any) -> bool:
         return False
     model.enable_xformers_memory_efficient_attention()
     return True
+
+
+def step_batch_indices(step: int, num_samples: int, batch_size: int, *, seed: int, rank: int = 0, world: int = 1):
+    """Indices of this process's batch at global ``step``: a deterministic function of (step, seed).
+
+    Each epoch is a permutation seeded by ``seed + epoch``; a global batch of ``batch_size * world`` rows is cut
+    from it (drop-last), and process ``rank`` takes its slice. Resuming at any step therefore sees exactly the
+    batches an uninterrupted run would, without replaying the data loader.
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
+    global_batch = batch_size * world
+    steps_per_epoch = max(1, num_samples // global_batch)
+    epoch, j = divmod(step, steps_per_epoch)
+    perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + epoch))
+    if num_samples < global_batch:  # tiny datasets: wrap around
+        perm = perm.repeat(-(-global_batch // num_samples))
+    rows = perm[j * global_batch : (j + 1) * global_batch]
+    return rows[rank * batch_size : (rank + 1) * batch_size]
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, world: int = 1) -> int:
+    """Optimizer steps per epoch under :func:`step_batch_indices`."""
+    return max(1, num_samples // (batch_size * world))
+
+
+def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> tuple[Path | None, int]:
+    """``(checkpoint folder, global step)`` for ``--resume_from_checkpoint`` (``latest`` or a path); (None, 0) if none.
+
+    Checkpoints are ``output_dir/checkpoint-<step>`` folders written by ``accelerator.save_state``.
+    """
+    if not resume_from_checkpoint:
+        return None, 0
+    if resume_from_checkpoint == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            return None, 0
+        path = found[-1]
+    else:
+        path = Path(resume_from_checkpoint)
+        if not path.is_dir():
+            raise ValueError(f"resume_from_checkpoint: {path} is not a checkpoint folder")
+    try:
+        return path, int(path.name.rsplit("-", 1)[1])
+    except (IndexError, ValueError) as err:
+        raise ValueError(f"resume_from_checkpoint: {path.name!r} is not named checkpoint-<step>") from err
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-<step>`` folders of ``output_dir``, oldest first."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> None:
+    """Delete the oldest checkpoints beyond ``keep`` (None keeps all)."""
+    import shutil
+
+    if keep is None:
+        return
+    for path in list_checkpoints(output_dir)[: max(0, len(list_checkpoints(output_dir)) - keep)]:
+        shutil.rmtree(path)

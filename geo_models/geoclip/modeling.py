@@ -52,7 +52,8 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
     """GeoCLIP model: ``predict`` returns top-k gallery locations with probabilities over the whole gallery.
 
     Args:
-        embedding_dim: width of the backbone's image features (768 for CLIP ViT-L/14).
+        embedding_dim: width of the backbone's image features (768 for CLIP ViT-L/14); ``None``: the backbone's
+            width, or 768 without a backbone.
         projection_dim: width of the shared image/location space (512).
         sigmas, num_features, hidden_dim, num_layers: location encoder (see :class:`LocationEncoder`).
         logit_scale_init: initial log of the inverse temperature (paper: tau = 0.07).
@@ -69,7 +70,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
     def __init__(
         self,
         *,
-        embedding_dim: int = 768,
+        embedding_dim: int | None = None,
         projection_dim: int = 512,
         sigmas: tuple[float, ...] = (2**0, 2**4, 2**8),
         num_features: int = 256,
@@ -82,6 +83,15 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         seed: int = 0,
     ):
         super().__init__()
+        self.backbone: OpenCLIPBackbone | None = None
+        if backbone:
+            self.backbone = OpenCLIPBackbone(backbone, backbone_pretrained, seed=seed, trainable=backbone_finetuned)
+            embedding_dim = embedding_dim or self.backbone.output_dim
+            if self.backbone.output_dim != embedding_dim:
+                raise ValueError(
+                    f"embedding_dim={embedding_dim}, but backbone {backbone!r} gives {self.backbone.output_dim}-d"
+                )
+        embedding_dim = embedding_dim or 768
         self.embedding_dim = embedding_dim
         self.location_encoder = LocationEncoder(
             sigmas=tuple(sigmas),
@@ -96,13 +106,6 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         self.register_buffer("gallery", torch.zeros(0, 2))  # default gallery saved with the model (may be empty)
-        self.backbone: OpenCLIPBackbone | None = None
-        if backbone:
-            self.backbone = OpenCLIPBackbone(backbone, backbone_pretrained, seed=seed, trainable=backbone_finetuned)
-            if self.backbone.output_dim != embedding_dim:
-                raise ValueError(
-                    f"embedding_dim={embedding_dim}, but backbone {backbone!r} gives {self.backbone.output_dim}-d"
-                )
         self._gallery_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     # ------------------------------------------------------------------------------------------- encoders

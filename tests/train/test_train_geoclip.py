@@ -1,0 +1,153 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from geo_models.data.embeddings import write_embedding_parquet
+from geo_models.data.imagefolder import write_imagefolder_metadata
+from geo_models.data.webdataset import write_webdataset
+from geo_models.geoclip import GeoCLIP
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "--projection_dim", "16", "--hidden_dim", "32", "--num_features", "16", "--num_layers", "2",
+    "--queue_size", "64", "--train_batch_size", "16", "--learning_rate", "1e-3",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def parquet(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    latlon = torch.rand(96, 2, generator=g) * torch.tensor([140.0, 340.0]) - torch.tensor([70.0, 170.0])
+    emb = torch.cat([latlon / 90, torch.randn(96, 14, generator=g)], 1)
+    path = tmp_path_factory.mktemp("emb") / "train.parquet"
+    write_embedding_parquet(path, emb, latlon)
+    return path
+
+
+@pytest.fixture(scope="module")
+def imagefolder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / f"images/{i}.png")
+        rows.append({"file_name": f"images/{i}.png", "latitude": -60.0 + 10 * i, "longitude": 150.0 - 25 * i})
+    write_imagefolder_metadata(root, pd.DataFrame(rows))
+    return root
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_resume_matches_uninterrupted_run(train_script, parquet, tmp_path):
+    train = train_script("train_geoclip")
+    common = ["--train_data", str(parquet), *TINY, "--checkpointing_steps", "3", "--seed", "1"]
+    train.main([*common, "--output_dir", str(tmp_path / "a"), "--max_train_steps", "8"])
+    # "Killed" right after the step-3 checkpoint, then resumed with the same command.
+    train.main([*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "3"])
+    train.main(
+        [*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "8", "--resume_from_checkpoint", "latest"]
+    )
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    # Training changed the weights, and the default gallery is the (deduplicated) training coordinates.
+    untrained = GeoCLIP(embedding_dim=16, projection_dim=16, hidden_dim=32, num_features=16, num_layers=2, seed=1)
+    assert not torch.equal(a["image_head.0.weight"], untrained.image_head[0].weight)
+    assert a["gallery"].shape == (96, 2)
+    log = [json.loads(line) for line in (tmp_path / "a" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 8 and all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_images_lora_two_views_and_card(train_script, imagefolder, tmp_path):
+    out = tmp_path / "lora"
+    train_script("train_geoclip").main(
+        [
+            "--train_data", str(imagefolder), "--output_dir", str(out), *TINY, "--backbone", "tiny-vit",
+            "--backbone_pretrained", "none", "--finetune", "lora", "--lora_rank", "2", "--num_views", "2",
+            "--max_train_steps", "2", "--validation_data", str(imagefolder),
+        ]
+    )  # fmt: skip
+    state = weights(out)
+    assert any(k.startswith("backbone.") for k in state) and not any("lora" in k for k in state)
+    model = GeoCLIP.from_pretrained(out)
+    assert json.loads((out / "config.json").read_text())["backbone_finetuned"] is True
+    pred = model.predict(images=[Image.open(imagefolder / "images/0.png")], top_k=2)
+    assert pred.candidates.shape == (1, 2, 2)
+    card = (out / "README.md").read_text()
+    assert "acc_2500km" in card and "library_name: geo_models" in card
+
+
+def test_webdataset_full_finetune(train_script, imagefolder, tmp_path):
+    shards = write_webdataset(imagefolder, tmp_path / "shards", shard_size=5)
+    out = tmp_path / "full"
+    train_script("train_geoclip").main(
+        ["--train_data", str(shards[0].parent), "--output_dir", str(out), *TINY, "--backbone", "tiny-vit",
+         "--backbone_pretrained", "none", "--finetune", "full", "--max_train_steps", "2"]
+    )  # fmt: skip
+    assert any(k.startswith("backbone.") for k in weights(out))
+
+
+def test_push_to_hub_with_metrics(train_script, parquet, local_hub, tmp_path):
+    train_script("train_geoclip").main(
+        ["--train_data", str(parquet), "--output_dir", str(tmp_path / "o"), *TINY, "--max_train_steps", "2",
+         "--validation_data", str(parquet), "--push_to_hub", "--hub_model_id", "tester/geoclip-tiny"]
+    )  # fmt: skip
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info("tester/geoclip-tiny")
+    assert "acc_25km" in info.card_data["metrics"] and "geoclip" in info.card_data["tags"]
+    pulled = GeoCLIP.from_pretrained("tester/geoclip-tiny")
+    local = GeoCLIP.from_pretrained(tmp_path / "o")
+    x = torch.randn(3, 16)
+    assert torch.equal(pulled.predict(image_embeddings=x).candidates, local.predict(image_embeddings=x).candidates)
+
+
+def test_two_processes(parquet, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(port), str(REPO / "train" / "train_geoclip.py"),
+        "--train_data", str(parquet), "--output_dir", str(out), *TINY,
+        "--max_train_steps", "3", "--checkpointing_steps", "3",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes" in result.stderr
+    assert sorted(p.name for p in (out / "checkpoint-3").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    assert GeoCLIP.from_pretrained(out).predict(image_embeddings=torch.randn(2, 16)).latlon.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--finetune", "lora"], "--finetune lora/full"),
+        (["--train_data", "/nonexistent/x"], "--train_data"),
+        (["--train_batch_size", "0"], "--train_batch_size"),
+        (["--push_to_hub"], "--hub_model_id"),
+    ],
+)
+def test_cli_errors(train_script, parquet, tmp_path, capsys, extra, message):
+    argv = ["--train_data", str(parquet), "--output_dir", str(tmp_path), *extra]
+    with pytest.raises(SystemExit):
+        train_script("train_geoclip").parse_args(argv)
+    assert message in capsys.readouterr().err
