@@ -12,11 +12,12 @@ from torch import nn
 
 from geo_models.sphere import equal_earth
 
-GEOCLIP_EQUAL_EARTH_SCALE = 66.50336 / 180  # GeoCLIP's rescaling of Equal Earth x/y into [-1, 1]
+GEOCLIP_EQUAL_EARTH_SCALE = 66.50336  # GeoCLIP rescales Equal Earth x/y by 66.50336 / 180 into [-1, 1]
 
 
 class EqualEarthProjection(nn.Module):
-    """``latlon (..., 2)`` degrees -> Equal Earth ``(..., 2)`` [x, y] scaled into [-1, 1] (GeoCLIP eq. 1)."""
+    """``latlon (..., 2)`` degrees -> Equal Earth ``(..., 2)`` [x, y] times ``scale / 180``: in [-1, 1] for GeoCLIP's
+    scale 66.50336 (eq. 1)."""
 
     output_dim = 2
 
@@ -25,7 +26,7 @@ class EqualEarthProjection(nn.Module):
         self.scale = scale
 
     def forward(self, latlon: torch.Tensor) -> torch.Tensor:
-        return equal_earth(latlon) * self.scale
+        return (equal_earth(latlon) * self.scale) / 180  # this order: bitwise equal to the official encoder
 
 
 class RandomFourierFeatures(nn.Module):

@@ -31,6 +31,18 @@ from geo_models.sphere import check_latlon, haversine_km
 GalleryLike = torch.Tensor | str | PathLike | int | None
 
 
+def is_open_clip_tag(model_name: str, pretrained: str | None) -> bool:
+    """``pretrained`` names weights any install can rebuild: None (seeded random), a tag open_clip fetches for
+    ``model_name`` (``openai``) or a tag of weights shipped with geo_models; not a local weights file."""
+    import open_clip
+
+    from geo_models.encoders import image
+
+    if pretrained is None or (model_name, pretrained) in getattr(image, "LOCAL_PRETRAINED", {}):
+        return True
+    return str(pretrained).lower() in open_clip.list_pretrained_tags_by_model(model_name)
+
+
 @dataclass
 class TextQueryResult:
     """Output of :meth:`GeoCLIP.text_query`.
@@ -85,7 +97,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         super().__init__()
         self.backbone: OpenCLIPBackbone | None = None
         if backbone:
-            self.backbone = OpenCLIPBackbone(backbone, backbone_pretrained, seed=seed, trainable=backbone_finetuned)
+            self.backbone = OpenCLIPBackbone(backbone, backbone_pretrained, seed=seed)
             embedding_dim = embedding_dim or self.backbone.output_dim
             if self.backbone.output_dim != embedding_dim:
                 raise ValueError(
@@ -300,6 +312,21 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
 
     # ------------------------------------------------------------------------------------------- Hub
     @classmethod
+    def _from_pretrained(cls, **kwargs) -> GeoCLIP:
+        # A backbone whose weights are in the saved file (fine-tuned, or from a local weights file) is built with
+        # random weights instead of being fetched from its source, which may be unreachable here (offline, other
+        # machine); the config keeps naming the source.
+        name, source = kwargs.get("backbone"), kwargs.get("backbone_pretrained")
+        saved = bool(name) and (kwargs.get("backbone_finetuned", False) or not is_open_clip_tag(name, source))
+        if saved:
+            kwargs["backbone_pretrained"] = None
+        model = super()._from_pretrained(**kwargs)
+        if saved:
+            model.backbone.pretrained = source
+            model._hub_mixin_config = {**model._hub_mixin_config, "backbone_pretrained": source}
+        return model
+
+    @classmethod
     def from_official(cls, source: str | PathLike | None = None, **kwargs) -> GeoCLIP:
         """The official GeoCLIP weights, converted (see :func:`geo_models.geoclip.official.load_official`)."""
         from geo_models.geoclip.official import load_official
@@ -311,8 +338,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         random weights, not fine-tuned); its weights are then left out of ``model.safetensors``."""
         if self.backbone is None or self.config_value("backbone_finetuned", False):
             return False
-        tag = self.backbone.pretrained
-        return tag is None or not Path(str(tag)).exists()
+        return is_open_clip_tag(self.backbone.model_name, self.backbone.pretrained)
 
     def config_value(self, key: str, default: Any = None) -> Any:
         return (self._hub_mixin_config or {}).get(key, default)

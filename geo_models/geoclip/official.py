@@ -63,12 +63,17 @@ def _release_weights(source: str | PathLike, **hub_kwargs):
             snapshot_download(str(source), allow_patterns=["config.json", "*.safetensors", "*.csv"], **hub_kwargs)
         )
     config = json.loads((path / "config.json").read_text())
-    if config.get("model_type") != "geoclip-geolocation":
-        raise ValueError(f"source: {source} is not an official GeoCLIP release (model_type geoclip-geolocation)")
+    if config.get("model_type") != "geoclip-geolocation" or config.get("format_version") != 1:
+        raise ValueError(
+            f"source: {source} is not an official GeoCLIP release (model_type geoclip-geolocation, format_version 1)"
+        )
+    gallery_file = str(config.get("gallery_file"))
+    if not gallery_file.endswith(".csv") or Path(gallery_file).name != gallery_file:
+        raise ValueError(f"source: config.json gallery_file must name a CSV file in the release, got {gallery_file!r}")
     weights = load_file(str(path / "model.safetensors"))
     loc = {k.removeprefix("location_encoder."): v for k, v in weights.items() if k.startswith("location_encoder.")}
     head = {k.removeprefix("image_encoder.mlp."): v for k, v in weights.items() if k.startswith("image_encoder.mlp.")}
-    return loc, head, weights["logit_scale"], gallery_from_csv(path / config["gallery_file"])
+    return loc, head, weights["logit_scale"], gallery_from_csv(path / gallery_file)
 
 
 def load_official(

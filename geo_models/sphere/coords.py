@@ -86,7 +86,6 @@ def destination(
 
 # Equal Earth polynomial coefficients (Šavrič, Patterson & Jenny 2018), as in PROJ and GeoCLIP.
 _EE_A1, _EE_A2, _EE_A3, _EE_A4 = 1.340264, -0.081106, 0.000893, 0.003796
-_EE_M = math.sqrt(3) / 2
 
 
 def equal_earth(latlon: TensorLike) -> torch.Tensor:
@@ -97,11 +96,13 @@ def equal_earth(latlon: TensorLike) -> torch.Tensor:
     """
     t = torch.deg2rad(check_latlon(latlon))
     lat, lon = t[..., 0], t[..., 1]
-    theta = torch.asin(_EE_M * lat.sin())
-    t2 = theta * theta
-    t6 = t2 * t2 * t2
-    x = lon * theta.cos() / (_EE_M * (_EE_A1 + 3 * _EE_A2 * t2 + t6 * (7 * _EE_A3 + 9 * _EE_A4 * t2)))
-    y = theta * (_EE_A1 + _EE_A2 * t2 + t6 * (_EE_A3 + _EE_A4 * t2))
+    # Expression order of GeoCLIP eq. 1 / the official code: float32 rounding then matches bit for bit, which
+    # matters because the finest RFF branch (sigma = 2^8) amplifies 1-ulp differences into ~1e-3 rad phases.
+    sqrt3 = torch.sqrt(torch.tensor(3.0, dtype=t.dtype))
+    theta = torch.asin((sqrt3 / 2) * torch.sin(lat))
+    denominator = 3 * (9 * _EE_A4 * theta**8 + 7 * _EE_A3 * theta**6 + 3 * _EE_A2 * theta**2 + _EE_A1)
+    x = (2 * sqrt3 * lon * torch.cos(theta)) / denominator
+    y = _EE_A4 * theta**9 + _EE_A3 * theta**7 + _EE_A2 * theta**3 + _EE_A1 * theta
     return torch.stack([x, y], dim=-1)
 
 
