@@ -151,3 +151,11 @@ def test_cli_errors(train_script, parquet, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):
         train_script("train_geoclip").parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_bf16_mixed_precision(train_script, parquet, tmp_path):
+    model = train_script("train_geoclip").main(
+        ["--train_data", str(parquet), "--output_dir", str(tmp_path), *TINY, "--max_train_steps", "2",
+         "--mixed_precision", "bf16"]
+    )  # fmt: skip
+    assert all(torch.isfinite(p).all() for p in model.parameters())
