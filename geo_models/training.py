@@ -25,7 +25,12 @@ def distributed_without_accelerator() -> bool:
 def make_accelerator(**kwargs: Any):
     """``accelerate.Accelerator(**kwargs)`` that also works for several CPU processes (see above)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        # One process: forget a previous run's settings (accelerate keeps a singleton), so scripts' main() can be
+        # called again in the same interpreter (tests, notebooks) with e.g. another --mixed_precision.
+        AcceleratorState._reset_state(reset_partial_state=True)
     if distributed_without_accelerator():
         kwargs["cpu"] = True
     return Accelerator(**kwargs)

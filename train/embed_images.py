@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from geo_models.data.embeddings import write_embedding_parquet
 from geo_models.data.imagefolder import read_imagefolder_metadata
-from geo_models.encoders.image import register_open_clip_configs
+from geo_models.encoders.image import register_open_clip_configs, resolve_pretrained
 from geo_models.training import make_accelerator, write_json_atomic
 
 INFO_NAME = "embedding_info.json"
@@ -135,7 +135,8 @@ def main(argv=None) -> None:
     if todo:
         import open_clip
 
-        model, _, preprocess = open_clip.create_model_and_transforms(args.model_name, pretrained=args.pretrained)
+        weights = resolve_pretrained(args.model_name, args.pretrained)  # shipped tags such as 'procedural' too
+        model, _, preprocess = open_clip.create_model_and_transforms(args.model_name, pretrained=weights)
         model = model.to(accelerator.device).eval()
         progress = tqdm(
             total=sum(len(rows(k)) for k in todo), desc="embedding", disable=not accelerator.is_local_main_process

@@ -15,6 +15,12 @@ from torch import nn
 
 OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / "model_configs"
 LOCAL_OPEN_CLIP_MODELS = tuple(sorted(p.stem for p in OPEN_CLIP_CONFIG_DIR.glob("*.json")))
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+# Weights shipped inside the package, by (architecture, tag): usable offline as ``OpenCLIPBackbone(name, tag)``.
+# procedural-clip/procedural: a small CLIP pretrained here on procedural world images (see its README.md).
+LOCAL_PRETRAINED: dict[tuple[str, str], Path] = {
+    ("procedural-clip", "procedural"): WEIGHTS_DIR / "procedural-clip" / "open_clip_model.safetensors",
+}
 
 
 def register_open_clip_configs() -> tuple[str, ...]:
@@ -24,6 +30,17 @@ def register_open_clip_configs() -> tuple[str, ...]:
     if not set(LOCAL_OPEN_CLIP_MODELS) <= set(open_clip.list_models()):
         open_clip.add_model_config(OPEN_CLIP_CONFIG_DIR)
     return LOCAL_OPEN_CLIP_MODELS
+
+
+def resolve_pretrained(model_name: str, pretrained: str | None) -> str | None:
+    """The weights file of a shipped ``(model_name, pretrained)`` pair (:data:`LOCAL_PRETRAINED`); any other value
+    (an open_clip tag, a file, None) is returned unchanged for open_clip."""
+    path = LOCAL_PRETRAINED.get((model_name, pretrained)) if pretrained is not None else None
+    if path is None:
+        return pretrained
+    if not path.is_file():
+        raise FileNotFoundError(f"shipped weights {model_name!r}/{pretrained!r} missing: {path} (broken install?)")
+    return str(path)
 
 
 def simclr_transform(image_size: int, mean: Sequence[float], std: Sequence[float], *, strength: float = 0.5):
@@ -52,7 +69,9 @@ class OpenCLIPBackbone(nn.Module):
 
     Args:
         model_name: open_clip architecture, e.g. ``ViT-L-14`` or ``tiny-vit``.
-        pretrained: open_clip tag (``openai``), a local weights file, or ``None`` for seeded random weights.
+        pretrained: open_clip tag (``openai``), a tag of weights shipped with geo_models (:data:`LOCAL_PRETRAINED`,
+            e.g. ``OpenCLIPBackbone("procedural-clip", "procedural")``), a local weights file, or ``None`` for seeded
+            random weights.
         seed: seed of the random weights when ``pretrained`` is None.
         trainable: leave the weights trainable (full fine-tuning); frozen backbones are kept in eval mode.
     """
@@ -69,7 +88,10 @@ class OpenCLIPBackbone(nn.Module):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+                weights = resolve_pretrained(model_name, pretrained)
+                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=weights)
+        except FileNotFoundError:
+            raise
         except (RuntimeError, OSError, ValueError) as err:
             raise RuntimeError(
                 f"could not load open_clip {model_name!r} weights {pretrained!r}: {err}. Without internet pass a "
