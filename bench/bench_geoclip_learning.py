@@ -47,6 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--max_train_steps", type=int, default=3000)
     p.add_argument("--train_batch_size", type=int, default=256)
     p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--lr_decay", type=float, default=0.97, help="per epoch (an epoch here is ~80 steps)")
     p.add_argument("--queue_size", type=int, default=4096)
     p.add_argument("--sigmas", default="1,4,16", help="comma-separated RFF sigmas")
     p.add_argument("--projection_dim", type=int, default=128)
@@ -94,7 +95,8 @@ def main(argv=None) -> dict:
             "--projection_dim", str(args.projection_dim), "--hidden_dim", str(args.hidden_dim),
             "--num_features", str(args.num_features), "--num_layers", "2", "--sigmas", *args.sigmas.split(","),
             "--queue_size", str(args.queue_size), "--train_batch_size", str(args.train_batch_size),
-            "--learning_rate", str(args.learning_rate), "--checkpointing_steps", "100000", "--logging_steps", "100",
+            "--learning_rate", str(args.learning_rate), "--lr_decay", str(args.lr_decay),
+            "--checkpointing_steps", "100000", "--logging_steps", "100",
         ]  # fmt: skip
         untrained = GeoCLIP(
             embedding_dim=train_emb.shape[1], projection_dim=args.projection_dim, hidden_dim=args.hidden_dim,

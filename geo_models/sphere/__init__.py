@@ -1,4 +1,4 @@
-"""Pure maths on the sphere (no nn.Module): coordinates, manifold operations, sampling, metrics.
+"""Pure maths on the sphere (no nn.Module): coordinates, manifold operations, sampling, harmonics, metrics.
 
 Coordinates are ``latlon``: ``(..., 2)`` degrees, latitude first. Manifold functions work on unit vectors ``(..., 3)``.
 """
@@ -13,6 +13,13 @@ from geo_models.sphere.coords import (
     initial_bearing,
     latlon_to_xyz,
     xyz_to_latlon,
+)
+from geo_models.sphere.harmonics import (
+    legendre_kernel,
+    num_sh_coefficients,
+    real_spherical_harmonics,
+    sh_degrees_orders,
+    sh_index,
 )
 from geo_models.sphere.manifold import (
     exp_map,
@@ -56,9 +63,14 @@ __all__ = [
     "haversine_km",
     "initial_bearing",
     "latlon_to_xyz",
+    "legendre_kernel",
     "log_map",
     "median_km",
+    "num_sh_coefficients",
     "project_to_tangent",
+    "real_spherical_harmonics",
+    "sh_degrees_orders",
+    "sh_index",
     "spherical_mean",
     "threshold_key",
     "uniform_sphere",
