@@ -120,3 +120,24 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> None:
         return
     for path in list_checkpoints(output_dir)[: max(0, len(list_checkpoints(output_dir)) - keep)]:
         shutil.rmtree(path)
+
+
+def log_metrics(accelerator, logs: dict[str, Any], log_path: str | os.PathLike, progress=None) -> None:
+    """Report ``logs`` (must hold ``step``) to the trackers, the progress bar and ``log_path`` (JSON lines, main
+    process only; what the loss plots read)."""
+    if progress is not None and "loss" in logs:
+        progress.set_postfix(loss=f"{logs['loss']:.4f}")
+    accelerator.log(logs, step=logs["step"])
+    if accelerator.is_main_process:
+        with Path(log_path).open("a") as f:
+            f.write(json.dumps(logs) + "\n")
+
+
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, keep: int | None = None) -> Path:
+    """``accelerator.save_state`` to ``output_dir/checkpoint-<step>`` (model, optimizer, scheduler, RNG and registered
+    objects), then keep only the newest ``keep`` checkpoints."""
+    path = Path(output_dir) / f"checkpoint-{step}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        prune_checkpoints(output_dir, keep)
+    return path

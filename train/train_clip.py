@@ -24,7 +24,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
@@ -36,9 +35,10 @@ from tqdm.auto import tqdm
 from geo_models.data import GeoImageFolder
 from geo_models.encoders.image import register_open_clip_configs
 from geo_models.training import (
+    log_metrics,
     make_accelerator,
-    prune_checkpoints,
     resolve_checkpoint,
+    save_checkpoint,
     step_batch_indices,
     steps_per_epoch,
     write_json_atomic,
@@ -334,15 +334,9 @@ def main(argv=None):
                 "lr": scheduler.get_last_lr()[0],
                 "logit_scale": unwrapped.logit_scale.exp().item(),
             }
-            progress.set_postfix(loss=f"{logs['loss']:.4f}")
-            accelerator.log(logs, step=step + 1)
-            if accelerator.is_main_process:
-                with log_path.open("a") as f:
-                    f.write(json.dumps(logs) + "\n")
+            log_metrics(accelerator, logs, log_path, progress)
         if (step + 1) % args.checkpointing_steps == 0:
-            accelerator.save_state(str(output_dir / f"checkpoint-{step + 1}"))
-            if accelerator.is_main_process:
-                prune_checkpoints(output_dir, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, step + 1, args.checkpoints_total_limit)
 
     # 5. Save the open_clip model
     accelerator.wait_for_everyone()

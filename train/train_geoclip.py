@@ -15,7 +15,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -27,9 +26,10 @@ from geo_models.geoclip import GeoCLIP, deduplicate
 from geo_models.geoclip.training import GPSQueue, contrastive_step_loss
 from geo_models.sphere import geolocation_metrics
 from geo_models.training import (
+    log_metrics,
     make_accelerator,
-    prune_checkpoints,
     resolve_checkpoint,
+    save_checkpoint,
     step_batch_indices,
     steps_per_epoch,
     write_json_atomic,
@@ -335,15 +335,9 @@ def main(argv=None) -> GeoCLIP:
                 "lr": scheduler.get_last_lr()[0],
                 "temperature": 1 / unwrapped.logit_scale.exp().item(),
             }
-            progress.set_postfix(loss=f"{logs['loss']:.4f}")
-            accelerator.log(logs, step=step + 1)
-            if accelerator.is_main_process:
-                with log_path.open("a") as f:
-                    f.write(json.dumps(logs) + "\n")
+            log_metrics(accelerator, logs, log_path, progress)
         if (step + 1) % args.checkpointing_steps == 0:
-            accelerator.save_state(str(output_dir / f"checkpoint-{step + 1}"))
-            if accelerator.is_main_process:
-                prune_checkpoints(output_dir, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, step + 1, args.checkpoints_total_limit)
 
     # 5. Save: merged backbone, training coordinates as the default gallery, card with held-out metrics
     accelerator.wait_for_everyone()
