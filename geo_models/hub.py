@@ -25,6 +25,7 @@ MODEL_TYPES: dict[str, str] = {
     "location_encoder": "geo_models.encoders.location:LocationEncoder",
     "geoclip": "geo_models.geoclip.modeling:GeoCLIP",
     "knn": "geo_models.baselines:KNNGeolocator",
+    "locdiff": "geo_models.locdiff.pipeline:LocDiffPipeline",
 }
 
 

@@ -1,0 +1,387 @@
+"""LocDiff pipeline (arXiv 2503.18142, sec. 4.6 and 5.1): image embedding -> DDPM on SHDD vectors -> locations.
+
+Training (:func:`locdiff_loss`): ``x0 = s * SHDD(latlon)`` (``s = sqrt(4 pi)``, unit RMS; ours), ``x_t`` from the
+scheduler's forward process, the CS-UNet predicts x0 / epsilon / v, and the loss is the paper's SHDD KL divergence
+between the ground-truth SHDD and the model's x0 estimate (or the cosine / L2 ablations, or the usual MSE).
+Inference (:meth:`LocDiffPipeline.predict`): 16 samples per image from Gaussian noise, each decoded with the
+mode-seeking SHDD decoder, the prediction being their spherical mean (sec. 5.1).
+
+Saved layout (diffusers-like): ``unet/`` (CSUNet, ``ModelMixin``), ``scheduler/`` (``DDPMScheduler`` or
+``DDIMScheduler`` config) and a top-level ``config.json`` with ``model_type: "locdiff"`` and the SHDD settings, so
+``geo_models.hub.load_model`` dispatches to :meth:`LocDiffPipeline.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
+
+from geo_models.hub import push_folder, render_model_card
+from geo_models.locdiff.modeling import SHDD_SAMPLE_SCALE, CSUNet
+from geo_models.locdiff.shdd import SHDD
+from geo_models.outputs import GeoPrediction
+from geo_models.sphere import haversine_km, spherical_mean
+
+__all__ = ["LOSSES", "LocDiffPipeline", "locdiff_loss", "make_scheduler", "predicted_original_sample"]
+
+LOSSES = ("kl", "cosine", "l2", "mse")
+SCHEDULERS = {"DDPMScheduler": DDPMScheduler, "DDIMScheduler": DDIMScheduler}
+SHDD_KEYS = ("max_degree", "num_anchors", "rho_km", "lowpass", "decode_anchors", "top_k")
+
+
+def make_scheduler(kind: str = "ddpm", *, prediction_type: str = "sample", num_train_timesteps: int = 1000):
+    """A DDPM (default) or DDIM scheduler for SHDD vectors: linear betas 1e-4..0.02, no sample clipping."""
+    cls = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}.get(kind)
+    if cls is None:
+        raise ValueError(f"kind must be 'ddpm' or 'ddim', got {kind!r}")
+    return cls(num_train_timesteps=num_train_timesteps, prediction_type=prediction_type, clip_sample=False)
+
+
+def _alpha_sigma(scheduler, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    acp = scheduler.alphas_cumprod.to(like.device)[timesteps].to(like.dtype)[:, None]
+    return acp.sqrt(), (1 - acp).sqrt()
+
+
+def predicted_original_sample(prediction_type: str, model_output, sample, timesteps, scheduler) -> torch.Tensor:
+    """The model's x0 estimate ``(B, d)`` from its output at ``x_t = sample`` and integer ``timesteps (B,)``."""
+    a, s = _alpha_sigma(scheduler, timesteps, sample)
+    if prediction_type == "sample":
+        return model_output
+    if prediction_type == "epsilon":
+        return (sample - s * model_output) / a
+    if prediction_type == "v_prediction":
+        return a * sample - s * model_output
+    raise ValueError(f"prediction_type must be 'sample', 'epsilon' or 'v_prediction', got {prediction_type!r}")
+
+
+def locdiff_loss(
+    unet: CSUNet,
+    scheduler,
+    shdd: SHDD,
+    image_embeddings: torch.Tensor,
+    latlon: torch.Tensor,
+    loss: str = "kl",
+    generator: torch.Generator | None = None,
+    *,
+    sample_scale: float = SHDD_SAMPLE_SCALE,
+) -> torch.Tensor:
+    """One DDPM training loss on SHDD vectors (sec. 4.6) -> scalar.
+
+    1. ``x0 = sample_scale * shdd.encode(latlon)``; noise ``eps ~ N(0, I)``; ``t ~ U{0, ..., T-1}``;
+       ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` (``scheduler.add_noise``).
+    2. ``out = unet(x_t, t, image_embeddings)``; the x0 estimate follows ``unet.config.prediction_type``.
+    3. ``loss``: ``"kl"`` (the paper): SHDD KL divergence (eq. 16, ``shdd.num_anchors`` random anchors per call)
+       between the x0 estimate (rescaled by ``1 / sample_scale``) and ``SHDD(latlon)``; ``"cosine"`` / ``"l2"``: the
+       Table 8 ablations on the same x0 estimate; ``"mse"``: the standard DDPM MSE between ``out`` and its target
+       (``eps``, ``x0`` or ``v``).
+
+    Args:
+        image_embeddings: ``(B, condition_dim)`` backbone features.
+        latlon: ``(B, 2)`` degrees, latitude first.
+        generator: draws noise, timesteps and KL anchors (on the CPU) for reproducible losses.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    cond = torch.as_tensor(image_embeddings)
+    if latlon.ndim != 2 or cond.ndim != 2 or latlon.shape[0] != cond.shape[0] or cond.shape[0] == 0:
+        raise ValueError(
+            f"image_embeddings (B, C) and latlon (B, 2) must have the same B >= 1, got {tuple(cond.shape)} and "
+            f"{tuple(latlon.shape)}"
+        )
+    device, b = cond.device, cond.shape[0]
+    # 1. Forward process
+    x0 = shdd.encode(latlon).to(device=device, dtype=torch.float32) * sample_scale
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    x_t = scheduler.add_noise(x0, noise, t)
+    # 2. Prediction
+    out = unet(x_t, t, cond.float()).sample.float()
+    prediction_type = unet.config.prediction_type
+    # 3. Loss
+    if loss == "mse":
+        a, s = _alpha_sigma(scheduler, t, x0)
+        target = {"sample": x0, "epsilon": noise, "v_prediction": a * noise - s * x0}[prediction_type]
+        return F.mse_loss(out, target)
+    x0_hat = predicted_original_sample(prediction_type, out, x_t, t, scheduler) / sample_scale
+    if loss == "kl":
+        return shdd.kl_loss(x0_hat, latlon.to(device), generator=generator)
+    if loss == "cosine":
+        return shdd.cosine_loss(x0_hat, latlon.to(device))
+    return shdd.l2_loss(x0_hat, latlon.to(device))
+
+
+class LocDiffPipeline:
+    """LocDiff geolocator: CS-UNet + DDPM/DDIM scheduler + SHDD decoder.
+
+    Args:
+        unet: the trained :class:`~geo_models.locdiff.modeling.CSUNet` (``sample_dim = (L+1)^2``).
+        scheduler: ``DDPMScheduler`` (1000 training steps) or ``DDIMScheduler`` (fewer inference steps) with the
+            unet's ``prediction_type`` and ``clip_sample=False`` (see :func:`make_scheduler`).
+        shdd: SHDD settings (``max_degree`` must match the unet; ``rho_km``, ``decode_anchors``, ``top_k`` tune the
+            decoder), a dict of :class:`SHDD` keyword arguments or an ``SHDD``.
+        sample_scale: SHDD vectors are diffused as ``sample_scale * SHDD`` (must match training).
+        refine: decoder refinement inside the kernel (``SHDD.decode``'s ``refine``).
+
+    Example:
+        >>> unet = CSUNet(sample_dim=16, condition_dim=8, block_out_dims=(32, 8), time_embed_dim=16, dropout=0.0)
+        >>> pipe = LocDiffPipeline(unet, make_scheduler(), {"max_degree": 3, "decode_anchors": 500})
+        >>> pred = pipe.predict(image_embeddings=torch.randn(2, 8), num_inference_steps=2, top_k=4)
+        >>> pred.latlon.shape, pred.candidates.shape, pred.extras["samples"].shape
+        (torch.Size([2, 2]), torch.Size([2, 4, 2]), torch.Size([2, 16, 2]))
+    """
+
+    model_type = "locdiff"
+
+    def __init__(
+        self,
+        unet: CSUNet,
+        scheduler: SchedulerMixin,
+        shdd: SHDD | dict[str, Any] | None = None,
+        *,
+        sample_scale: float = SHDD_SAMPLE_SCALE,
+        refine: bool | str = True,
+    ):
+        if isinstance(shdd, SHDD):
+            shdd_config = {
+                "max_degree": shdd.max_degree,
+                "num_anchors": shdd.num_anchors,
+                "rho_km": shdd.rho_km,
+                "lowpass": shdd.lowpass,
+                "decode_anchors": shdd.decode_anchors,
+                "top_k": shdd.top_k,
+            }
+        else:
+            shdd_config = dict(shdd or {})
+            if "max_degree" not in shdd_config:
+                shdd_config["max_degree"] = round(unet.config.sample_dim**0.5) - 1
+            unknown = set(shdd_config) - set(SHDD_KEYS)
+            if unknown:
+                raise ValueError(f"shdd: unknown keys {sorted(unknown)}; allowed {SHDD_KEYS}")
+            shdd = SHDD(**shdd_config)
+        if shdd.output_dim != unet.config.sample_dim:
+            raise ValueError(
+                f"shdd: max_degree={shdd.max_degree} gives (L+1)^2={shdd.output_dim} but unet.sample_dim is "
+                f"{unet.config.sample_dim}"
+            )
+        if type(scheduler).__name__ not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {type(scheduler).__name__}")
+        if scheduler.config.prediction_type != unet.config.prediction_type:
+            raise ValueError(
+                f"scheduler.prediction_type={scheduler.config.prediction_type!r} must match "
+                f"unet.prediction_type={unet.config.prediction_type!r}"
+            )
+        self.unet, self.scheduler, self.shdd = unet.eval(), scheduler, shdd
+        self.shdd_config = shdd_config
+        self.sample_scale = float(sample_scale)
+        self.refine = refine
+
+    # ------------------------------------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.unet.config.condition_dim
+
+    def to(self, device) -> LocDiffPipeline:
+        self.unet.to(device)
+        self.shdd.to(device)
+        return self
+
+    def check_embeddings(self, image_embeddings: Any, name: str = "image_embeddings") -> torch.Tensor:
+        """Validate backbone features ``(N >= 1, condition_dim)`` -> float32 tensor on the pipeline's device."""
+        t = torch.as_tensor(image_embeddings)
+        if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != self.embedding_dim:
+            raise ValueError(f"{name} must have shape (N >= 1, {self.embedding_dim}), got {tuple(t.shape)}")
+        if not t.is_floating_point() or not torch.isfinite(t).all():
+            raise ValueError(f"{name} must be finite floating-point values")
+        return t.to(self.device, torch.float32)
+
+    # ------------------------------------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample_coefficients(
+        self,
+        image_embeddings: torch.Tensor,
+        *,
+        num_inference_steps: int = 100,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Reverse diffusion: ``image_embeddings (B, C)`` (validated) -> SHDD coefficients ``(B, (L+1)^2)``.
+
+        ``latents (B, d)`` is the starting noise (drawn with ``generator`` on the CPU when None).
+        """
+        shape = (image_embeddings.shape[0], self.unet.config.sample_dim)
+        if latents is None:
+            latents = torch.randn(shape, generator=generator)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(self.device, torch.float32)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        for t in self.scheduler.timesteps:
+            out = self.unet(latents, t, image_embeddings).sample
+            if isinstance(self.scheduler, DDIMScheduler):
+                step = self.scheduler.step(out, t, latents, eta=0.0, generator=generator)
+            else:
+                step = self.scheduler.step(out, t, latents, generator=generator)
+            latents = step.prev_sample
+        return latents / self.sample_scale
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Any = None,
+        image_embeddings: torch.Tensor | None = None,
+        *,
+        num_samples: int = 16,
+        num_inference_steps: int = 100,
+        generator: torch.Generator | None = None,
+        top_k: int | None = None,
+        batch_size: int = 1024,
+        point_estimate: str = "mean",
+        density_radius_km: float = 750.0,
+    ) -> GeoPrediction:
+        """Geolocate images by sampling locations (sec. 4.6, 5.1).
+
+        Args:
+            images: not supported (the pipeline has no backbone): embed first with ``train/embed_images.py``.
+            image_embeddings: ``(N, condition_dim)`` backbone features.
+            num_samples: locations sampled per image ``S`` (16 in the paper).
+            num_inference_steps: scheduler steps (DDPM: up to 1000; DDIM: e.g. 20-50).
+            generator: CPU generator for the initial noise and DDPM's step noise (same generator + same
+                ``batch_size`` -> identical output).
+            top_k: candidates kept per image (``<= num_samples``; default all ``S``).
+            batch_size: rows (image x sample) denoised together.
+            point_estimate: ``"mean"`` (the paper: spherical mean of the samples) or ``"densest"`` (the best
+                candidate, useful when the sample cloud is multimodal).
+            density_radius_km: radius of the density score below.
+
+        Returns:
+            GeoPrediction: ``latlon (N, 2)`` point estimate; ``candidates (N, K, 2)`` the decoded samples sorted by
+            ``scores (N, K)`` = the fraction of the image's samples within ``density_radius_km`` of the candidate (a
+            kernel density estimate in [1/S, 1]; ties broken by distance to the mean); ``extras["samples"] (N, S, 2)``
+            (unsorted sample cloud) and ``extras["distance_to_mean_km"] (N, S)``.
+
+        Example:
+            >>> pipe = LocDiffPipeline.from_pretrained("user/locdiff")  # doctest: +SKIP
+            >>> pipe.predict(image_embeddings=torch.randn(4, 768)).latlon.shape  # doctest: +SKIP
+            torch.Size([4, 2])
+        """
+        # 1. Check inputs
+        if images is not None:
+            raise ValueError("images: LocDiffPipeline has no backbone; embed first with train/embed_images.py")
+        if image_embeddings is None:
+            raise ValueError("image_embeddings must be given (N, condition_dim)")
+        feats = self.check_embeddings(image_embeddings)
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if int(num_inference_steps) < 1 or int(num_inference_steps) > self.scheduler.config.num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps must be in [1, {self.scheduler.config.num_train_timesteps}], "
+                f"got {num_inference_steps}"
+            )
+        k = int(num_samples) if top_k is None else int(top_k)
+        if not 1 <= k <= num_samples:
+            raise ValueError(f"top_k must be in [1, num_samples={num_samples}], got {top_k}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if point_estimate not in ("mean", "densest"):
+            raise ValueError(f"point_estimate must be 'mean' or 'densest', got {point_estimate!r}")
+        if not density_radius_km > 0:
+            raise ValueError(f"density_radius_km must be > 0, got {density_radius_km}")
+        n, s = feats.shape[0], int(num_samples)
+        # 2. Repeat each image S times: rows image-major (N * S, C)
+        rows = feats.repeat_interleave(s, dim=0)
+        # 3. Denoising loop, chunked over rows; 4. decode every sample with the mode-seeking SHDD decoder
+        samples = []
+        for start in range(0, len(rows), int(batch_size)):
+            coeffs = self.sample_coefficients(
+                rows[start : start + int(batch_size)], num_inference_steps=num_inference_steps, generator=generator
+            )
+            samples.append(self.shdd.decode(coeffs.float(), refine=self.refine).float())
+        samples = torch.cat(samples).reshape(n, s, 2).cpu()
+        # 5. Point estimate (spherical mean, sec. 5.1) and candidates sorted by density
+        mean = spherical_mean(samples)  # (N, 2)
+        dist_mean = haversine_km(samples, mean[:, None])  # (N, S)
+        pair = haversine_km(samples[:, :, None], samples[:, None])  # (N, S, S)
+        density = (pair <= density_radius_km).float().mean(-1)
+        order = torch.sort(dist_mean, dim=1, stable=True).indices
+        order = order.gather(1, torch.sort(-density.gather(1, order), dim=1, stable=True).indices)[:, :k]
+        candidates = samples.gather(1, order[..., None].expand(-1, -1, 2))
+        scores = density.gather(1, order)
+        latlon = mean if point_estimate == "mean" else candidates[:, 0]
+        return GeoPrediction(
+            latlon=latlon,
+            candidates=candidates,
+            scores=scores,
+            extras={"samples": samples, "distance_to_mean_km": dist_mean},
+        )
+
+    __call__ = predict
+
+    # ------------------------------------------------------------------------------------------------ hub
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.model_type,
+            "_class_name": type(self).__name__,
+            "shdd": self.shdd_config,
+            "sample_scale": self.sample_scale,
+            "refine": self.refine,
+        }
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, model_card_kwargs: dict | None = None) -> Path:
+        """Write ``unet/`` (safetensors), ``scheduler/``, ``config.json`` and a ``README.md`` model card."""
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(path / "unet")
+        self.scheduler.save_pretrained(path / "scheduler")
+        (path / "config.json").write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+        card = render_model_card(self.model_type, **self._card_kwargs(model_card_kwargs))
+        card.save(path / "README.md")
+        return path
+
+    def _card_kwargs(self, model_card_kwargs: dict | None) -> dict[str, Any]:
+        kwargs = {"tags": ["diffusers"], "pipeline_tag": None, **(model_card_kwargs or {})}
+        unet_config = {k: v for k, v in self.unet.config.items() if not k.startswith("_")}
+        kwargs.setdefault("config", {"max_degree": self.shdd.max_degree, **unet_config})
+        return kwargs
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, *, revision: str | None = None, map_location: str = "cpu", **kwargs
+    ) -> LocDiffPipeline:
+        """Load from a local folder or a Hub repo id (``revision`` pins a Hub commit)."""
+        path = Path(name_or_path)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(name_or_path), revision=revision, **kwargs))
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ValueError(f"name_or_path: {name_or_path} has no config.json (not a saved LocDiffPipeline)")
+        config = json.loads(config_file.read_text())
+        if config.get("model_type") != cls.model_type:
+            raise ValueError(f"name_or_path: model_type is {config.get('model_type')!r}, expected 'locdiff'")
+        unet = CSUNet.from_pretrained(path / "unet").to(map_location)
+        sched_cfg = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+        sched_cls = SCHEDULERS.get(sched_cfg.get("_class_name"))
+        if sched_cls is None:
+            raise ValueError(f"scheduler: unsupported class {sched_cfg.get('_class_name')!r}")
+        scheduler = sched_cls.from_pretrained(path / "scheduler")
+        return cls(
+            unet, scheduler, config["shdd"], sample_scale=config["sample_scale"], refine=config.get("refine", True)
+        )
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs) -> str:
+        """Save to a temporary folder and upload it to ``repo_id`` (created if needed); returns the commit url."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, model_card_kwargs={"repo_id": repo_id, **(model_card_kwargs or {})})
+            return push_folder(tmp, repo_id, **kwargs)

@@ -1,0 +1,106 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from geo_models.data.embeddings import write_embedding_parquet
+from geo_models.hub import load_model
+from geo_models.locdiff.pipeline import LocDiffPipeline
+
+TINY = [
+    "--degree", "3", "--block_out_dims", "16", "8", "--time_embed_dim", "16", "--num_anchors", "128",
+    "--decode_anchors", "500", "--train_batch_size", "16", "--learning_rate", "1e-3",
+    "--validation_num_samples", "2", "--validation_inference_steps", "2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def parquet(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    latlon = torch.rand(48, 2, generator=g) * torch.tensor([140.0, 340.0]) - torch.tensor([70.0, 170.0])
+    emb = torch.cat([latlon / 90, torch.randn(48, 6, generator=g)], 1)
+    path = tmp_path_factory.mktemp("emb") / "train.parquet"
+    write_embedding_parquet(path, emb, latlon)
+    return path
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(folder) / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_resume_matches_uninterrupted_run(train_script, parquet, tmp_path):
+    train = train_script("train_locdiff")
+    common = ["--train_data", str(parquet), *TINY, "--checkpointing_steps", "3", "--seed", "1"]
+    train.main([*common, "--output_dir", str(tmp_path / "a"), "--max_train_steps", "7"])
+    train.main([*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "3"])
+    train.main(
+        [*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "7", "--resume_from_checkpoint", "latest"]
+    )
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    log = [json.loads(line) for line in (tmp_path / "a" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 7 and all(np.isfinite(r["loss"]) for r in log)
+    pipe = load_model(tmp_path / "a")
+    assert isinstance(pipe, LocDiffPipeline) and pipe.shdd.max_degree == 3
+    assert pipe.predict(image_embeddings=torch.randn(2, 8), num_samples=2, num_inference_steps=2).latlon.shape == (
+        2,
+        2,
+    )
+
+
+@pytest.mark.parametrize("loss", ["mse", "cosine"])
+def test_losses_and_bf16(train_script, parquet, tmp_path, loss):
+    pipe = train_script("train_locdiff").main(
+        ["--train_data", str(parquet), "--output_dir", str(tmp_path), *TINY, "--max_train_steps", "2",
+         "--loss", loss, "--prediction_type", "epsilon", "--mixed_precision", "bf16"]
+    )  # fmt: skip
+    assert all(torch.isfinite(p).all() for p in pipe.unet.parameters())
+    assert pipe.unet.config.prediction_type == "epsilon" and pipe.scheduler.config.prediction_type == "epsilon"
+
+
+def test_push_to_hub_with_metrics(train_script, parquet, local_hub, tmp_path):
+    train_script("train_locdiff").main(
+        ["--train_data", str(parquet), "--output_dir", str(tmp_path / "o"), *TINY, "--max_train_steps", "2",
+         "--validation_data", str(parquet), "--push_to_hub", "--hub_model_id", "tester/locdiff-train"]
+    )  # fmt: skip
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info("tester/locdiff-train")
+    assert "acc_25km" in info.card_data["metrics"] and "locdiff" in info.card_data["tags"]
+    assert json.loads((tmp_path / "o" / "eval_results.json").read_text())["n"] == 48
+    pulled, local = LocDiffPipeline.from_pretrained("tester/locdiff-train"), load_model(tmp_path / "o")
+    x = torch.randn(2, 8)
+    kw = dict(num_samples=2, num_inference_steps=2)
+    a = pulled.predict(image_embeddings=x, generator=torch.Generator().manual_seed(0), **kw)
+    b = local.predict(image_embeddings=x, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(a.latlon, b.latlon)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--train_data", "/nonexistent/x"], "--train_data"),
+        (["--train_batch_size", "0"], "--train_batch_size"),
+        (["--degree", "0"], "--degree"),
+        (["--push_to_hub"], "--hub_model_id"),
+        (["--loss", "huber"], "--loss"),
+    ],
+)
+def test_cli_errors(train_script, parquet, tmp_path, capsys, extra, message):
+    argv = ["--train_data", str(parquet), "--output_dir", str(tmp_path), *extra]
+    with pytest.raises(SystemExit):
+        train_script("train_locdiff").parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_image_data_asks_to_embed_first(train_script, tmp_path, capsys):
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "metadata.csv").write_text("file_name,latitude,longitude\na.png,1,2\n")
+    with pytest.raises(SystemExit):
+        train_script("train_locdiff").parse_args(["--train_data", str(root), "--output_dir", str(tmp_path)])
+    assert "embed first with train/embed_images.py" in capsys.readouterr().err
