@@ -43,6 +43,16 @@ def resolve_pretrained(model_name: str, pretrained: str | None) -> str | None:
     return str(path)
 
 
+def is_open_clip_tag(model_name: str, pretrained: str | None) -> bool:
+    """``pretrained`` names weights any install can rebuild: None (seeded random), a tag open_clip fetches for
+    ``model_name`` (``openai``) or a tag shipped with geo_models (:data:`LOCAL_PRETRAINED`); not a local file."""
+    import open_clip
+
+    if pretrained is None or (model_name, pretrained) in LOCAL_PRETRAINED:
+        return True
+    return str(pretrained).lower() in open_clip.list_pretrained_tags_by_model(model_name)
+
+
 def simclr_transform(image_size: int, mean: Sequence[float], std: Sequence[float], *, strength: float = 0.5):
     """SimCLR-style augmentation (Chen et al. 2020, appendix A) for the P augmented views of GeoCLIP training.
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from geo_models.encoders.image import OpenCLIPBackbone
+from geo_models.encoders.image import OpenCLIPBackbone, is_open_clip_tag
 from geo_models.encoders.location import LocationEncoder
 from geo_models.geoclip.gallery import as_gallery, fibonacci_gallery, gallery_from_csv, gallery_hash, official_gallery
 from geo_models.hub import GeoModelHubMixin
@@ -29,18 +29,6 @@ from geo_models.outputs import GeoPrediction
 from geo_models.sphere import check_latlon, haversine_km
 
 GalleryLike = torch.Tensor | str | PathLike | int | None
-
-
-def is_open_clip_tag(model_name: str, pretrained: str | None) -> bool:
-    """``pretrained`` names weights any install can rebuild: None (seeded random), a tag open_clip fetches for
-    ``model_name`` (``openai``) or a tag of weights shipped with geo_models; not a local weights file."""
-    import open_clip
-
-    from geo_models.encoders import image
-
-    if pretrained is None or (model_name, pretrained) in getattr(image, "LOCAL_PRETRAINED", {}):
-        return True
-    return str(pretrained).lower() in open_clip.list_pretrained_tags_by_model(model_name)
 
 
 @dataclass
