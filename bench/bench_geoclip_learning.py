@@ -12,29 +12,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from procedural_embeddings import load_script, world_embeddings
 
 from geo_models.baselines import KNNGeolocator
 from geo_models.data.embeddings import read_embedding_parquet
-from geo_models.data.procedural import generate_world
 from geo_models.geoclip import GeoCLIP, deduplicate
 from geo_models.sphere import geolocation_metrics
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km", "median_km", "geoscore"]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None):
@@ -43,7 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--num_test", type=int, default=2000)
     p.add_argument("--backbone", default="procedural-clip")
     p.add_argument("--backbone_pretrained", default="procedural")
-    p.add_argument("--data_dir", default=None, help="cache for generated images/embeddings (default: temporary)")
+    p.add_argument("--data_dir", default="outputs/bench_data", help="cache of generated images and embeddings")
     p.add_argument("--max_train_steps", type=int, default=3000)
     p.add_argument("--train_batch_size", type=int, default=256)
     p.add_argument("--learning_rate", type=float, default=1e-3)
@@ -58,72 +48,57 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def prepare(data_dir: Path, args) -> dict[str, Path]:
-    embed = load_script("embed_images")
-    out = {}
-    for split, n, seed in [("train", args.num_train, 0), ("test", args.num_test, 1)]:
-        images, emb = data_dir / f"world_{split}_{n}", data_dir / f"world_{split}_{n}_{args.backbone}"
-        if not (images / "metadata.csv").exists():
-            generate_world(images, n, seed=seed)
-        pretrained = [] if args.backbone_pretrained.lower() == "none" else ["--pretrained", args.backbone_pretrained]
-        random_ok = ["--allow_random_weights"] if not pretrained else []
-        embed.main(
-            ["--train_data", str(images), "--output_dir", str(emb), "--model_name", args.backbone,
-             *pretrained, *random_ok, "--batch_size", "256"]
-        )  # fmt: skip
-        out[split], out[f"{split}_images"] = emb, images
-    return out
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(args.data_dir or tmp)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        paths = prepare(data_dir, args)
-        train_emb, train_ll, _ = read_embedding_parquet(paths["train"])
-        test_emb, test_ll, _ = read_embedding_parquet(paths["test"])
-        results = {}
-        knn = KNNGeolocator(embedding_dim=train_emb.shape[1]).fit(train_emb, train_ll)
-        results["kNN top-1 (same embeddings)"] = geolocation_metrics(
-            knn.predict(image_embeddings=test_emb, top_k=1).latlon, test_ll
-        )
-        medoid = knn.predict(image_embeddings=test_emb, top_k=5, aggregate="medoid").latlon
-        results["kNN medoid of 5 (same embeddings)"] = geolocation_metrics(medoid, test_ll)
-        model_args = [
-            "--projection_dim", str(args.projection_dim), "--hidden_dim", str(args.hidden_dim),
-            "--num_features", str(args.num_features), "--num_layers", "2", "--sigmas", *args.sigmas.split(","),
-            "--queue_size", str(args.queue_size), "--train_batch_size", str(args.train_batch_size),
-            "--learning_rate", str(args.learning_rate), "--lr_decay", str(args.lr_decay),
-            "--checkpointing_steps", "100000", "--logging_steps", "100",
-        ]  # fmt: skip
-        untrained = GeoCLIP(
-            embedding_dim=train_emb.shape[1], projection_dim=args.projection_dim, hidden_dim=args.hidden_dim,
-            num_features=args.num_features, num_layers=2, sigmas=tuple(float(s) for s in args.sigmas.split(",")),
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    paths = world_embeddings(
+        data_dir, num_train=args.num_train, num_test=args.num_test, backbone=args.backbone,
+        pretrained=args.backbone_pretrained,
+    )  # fmt: skip
+    train_emb, train_ll, _ = read_embedding_parquet(paths["train"])
+    test_emb, test_ll, _ = read_embedding_parquet(paths["test"])
+    results = {}
+    knn = KNNGeolocator(embedding_dim=train_emb.shape[1]).fit(train_emb, train_ll)
+    results["kNN top-1 (same embeddings)"] = geolocation_metrics(
+        knn.predict(image_embeddings=test_emb, top_k=1).latlon, test_ll
+    )
+    medoid = knn.predict(image_embeddings=test_emb, top_k=5, aggregate="medoid").latlon
+    results["kNN medoid of 5 (same embeddings)"] = geolocation_metrics(medoid, test_ll)
+    model_args = [
+        "--projection_dim", str(args.projection_dim), "--hidden_dim", str(args.hidden_dim),
+        "--num_features", str(args.num_features), "--num_layers", "2", "--sigmas", *args.sigmas.split(","),
+        "--queue_size", str(args.queue_size), "--train_batch_size", str(args.train_batch_size),
+        "--learning_rate", str(args.learning_rate), "--lr_decay", str(args.lr_decay),
+        "--checkpointing_steps", "100000", "--logging_steps", "100",
+    ]  # fmt: skip
+    untrained = GeoCLIP(
+        embedding_dim=train_emb.shape[1], projection_dim=args.projection_dim, hidden_dim=args.hidden_dim,
+        num_features=args.num_features, num_layers=2, sigmas=tuple(float(s) for s in args.sigmas.split(",")),
+    )  # fmt: skip
+    untrained.gallery = deduplicate(train_ll)
+    results["GeoCLIP untrained"] = geolocation_metrics(
+        untrained.predict(image_embeddings=test_emb, top_k=1).latlon, test_ll
+    )
+    train = load_script("train_geoclip")
+    timings = {}
+    runs = [("embeddings", paths["train"], args.max_train_steps, [])]
+    if args.from_images_steps:
+        bb = ["--backbone", args.backbone, "--backbone_pretrained", args.backbone_pretrained]
+        runs.append(("images", paths["train_images"], args.from_images_steps, bb))
+    for kind, data, steps, extra in runs:
+        out_dir = data_dir / f"geoclip_{kind}"
+        t0 = time.perf_counter()
+        model = train.main(
+            ["--train_data", str(data), "--output_dir", str(out_dir), "--max_train_steps", str(steps),
+             *model_args, *extra]
         )  # fmt: skip
-        untrained.gallery = deduplicate(train_ll)
-        results["GeoCLIP untrained"] = geolocation_metrics(
-            untrained.predict(image_embeddings=test_emb, top_k=1).latlon, test_ll
+        timings[kind] = time.perf_counter() - t0
+        pred = model.predict(image_embeddings=test_emb, top_k=1).latlon
+        results[f"GeoCLIP trained from {kind} ({steps} steps, {timings[kind] / 60:.1f} min)"] = geolocation_metrics(
+            pred, test_ll
         )
-        train = load_script("train_geoclip")
-        timings = {}
-        runs = [("embeddings", paths["train"], args.max_train_steps, [])]
-        if args.from_images_steps:
-            bb = ["--backbone", args.backbone, "--backbone_pretrained", args.backbone_pretrained]
-            runs.append(("images", paths["train_images"], args.from_images_steps, bb))
-        for kind, data, steps, extra in runs:
-            out_dir = data_dir / f"geoclip_{kind}"
-            t0 = time.perf_counter()
-            model = train.main(
-                ["--train_data", str(data), "--output_dir", str(out_dir), "--max_train_steps", str(steps),
-                 *model_args, *extra]
-            )  # fmt: skip
-            timings[kind] = time.perf_counter() - t0
-            pred = model.predict(image_embeddings=test_emb, top_k=1).latlon
-            results[f"GeoCLIP trained from {kind} ({steps} steps, {timings[kind] / 60:.1f} min)"] = (
-                geolocation_metrics(pred, test_ll)
-            )
     table = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     table += [f"| {name} | " + " | ".join(f"{m[c]:.1f}" for c in COLUMNS) + " |" for name, m in results.items()]
     print("\n".join(table))

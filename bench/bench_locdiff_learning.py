@@ -1,6 +1,6 @@
 """LocDiff learns on the procedural world embeddings: held-out accuracy vs kNN on the same embeddings.
 
-1. Load the procedural-clip embeddings of the procedural world (train / test, made by bench_geoclip_learning.py).
+1. Procedural world images (20K train, 2K test) embedded with the shipped procedural-clip backbone (cached).
 2. Baseline: kNN top-1 with the training set as memory.
 3. Train LocDiff with train/train_locdiff.py (SHDD degree L, KL loss, Table 3 optimiser) for a fixed number of steps,
    then predict the test set (16 samples, spherical mean) with DDPM 100 steps and DDIM 20 steps.
@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import tempfile
 import time
@@ -19,27 +18,20 @@ from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler
+from procedural_embeddings import load_script, world_embeddings
 
 from geo_models.baselines import KNNGeolocator
 from geo_models.data.embeddings import read_embedding_parquet
 from geo_models.locdiff.pipeline import LocDiffPipeline
 from geo_models.sphere import geolocation_metrics
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["acc_25km", "acc_200km", "acc_750km", "acc_2500km", "median_km", "geoscore"]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train_data", default="/tmp/gbench/world_train_20000_procedural-clip")
-    p.add_argument("--test_data", default="/tmp/gbench/world_test_2000_procedural-clip")
+    p.add_argument("--data_dir", default="outputs/bench_data", help="cache of generated images and embeddings")
+    p.add_argument("--num_train", type=int, default=20000)
     p.add_argument("--num_test", type=int, default=500, help="test images evaluated (first N)")
     p.add_argument("--degree", type=int, default=15)
     p.add_argument("--max_train_steps", type=int, default=2000)
@@ -47,15 +39,17 @@ def parse_args(argv=None):
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--decode_anchors", type=int, default=20_000)
-    p.add_argument("--output_json", default=str(REPO / "bench" / "results" / "locdiff_learning.json"))
+    p.add_argument("--output_json", default="bench/results/locdiff_learning.json")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(1)
-    train_emb, train_ll, _ = read_embedding_parquet(args.train_data)
-    test_emb, test_ll, _ = read_embedding_parquet(args.test_data)
+    paths = world_embeddings(Path(args.data_dir), num_train=args.num_train)
+    args.train_data = str(paths["train"])
+    train_emb, train_ll, _ = read_embedding_parquet(paths["train"])
+    test_emb, test_ll, _ = read_embedding_parquet(paths["test"])
     test_emb, test_ll = test_emb[: args.num_test], test_ll[: args.num_test]
     results: dict = {"config": vars(args), "methods": {}}
     knn = KNNGeolocator(embedding_dim=train_emb.shape[1]).fit(train_emb, train_ll)

@@ -1,0 +1,56 @@
+"""Shared set-up of the learning benchmarks: procedural world images embedded with a frozen backbone.
+
+Train and test sets use different seeds; everything is cached in ``data_dir`` so several benchmarks reuse it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from geo_models.data.procedural import generate_world
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """A ``train/`` script as a module (its ``main(argv)`` runs it in this process)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def world_embeddings(
+    data_dir: Path,
+    *,
+    num_train: int = 20000,
+    num_test: int = 2000,
+    backbone: str = "procedural-clip",
+    pretrained: str | None = "procedural",
+) -> dict[str, Path]:
+    """Paths ``train``/``test`` (embedding parquet folders) and ``train_images``/``test_images`` (imagefolders)."""
+    embed = load_script("embed_images")
+    out = {}
+    for split, n, seed in [("train", num_train, 0), ("test", num_test, 1)]:
+        images, emb = data_dir / f"world_{split}_{n}", data_dir / f"world_{split}_{n}_{backbone}"
+        if not (images / "metadata.csv").exists():
+            generate_world(images, n, seed=seed)
+        weights = (
+            ["--pretrained", pretrained] if pretrained and pretrained.lower() != "none" else ["--allow_random_weights"]
+        )
+        embed.main(
+            [
+                "--train_data",
+                str(images),
+                "--output_dir",
+                str(emb),
+                "--model_name",
+                backbone,
+                *weights,
+                "--batch_size",
+                "256",
+            ]
+        )  # fmt: skip (resumable: a no-op when the shards exist)
+        out[split], out[f"{split}_images"] = emb, images
+    return out
