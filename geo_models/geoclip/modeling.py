@@ -190,6 +190,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         batch_size: int = 256,
         prior_latlon: torch.Tensor | None = None,
         prior_radius_km: float | None = None,
+        prior_fallback: bool = False,
         ten_crop: bool = False,
     ) -> GeoPrediction:
         """Geolocate images by retrieval over a GPS gallery.
@@ -201,7 +202,10 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
             gallery: see :meth:`resolve_gallery`; its location embeddings are cached across calls.
             batch_size: images scored per chunk (bounds the ``(batch, G)`` similarity matrix).
             prior_latlon, prior_radius_km: search only gallery points within the radius of a known point, ``(2,)``
-                or ``(N, 2)`` (paper Table 5: 2500 km continent, 750 country, 200 region, 25 city).
+                or ``(N, 2)`` (paper Table 5: 2500 km continent, 750 country, 200 region, 25 city), or of any of K
+                points per image ``(N, K, 2)`` (LocDiff-H: around LocDiff's samples).
+            prior_fallback: an image without any gallery point in its prior region searches the whole gallery
+                (default: ValueError).
             ten_crop: average the gallery probabilities over ten crops (4 corners + centre, and flips) per image.
 
         Returns:
@@ -231,7 +235,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         else:
             feats = self.check_embeddings(image_embeddings)
         n = len(feats) // crops
-        mask = self._prior_mask(gallery, prior_latlon, prior_radius_km, n) if prior_latlon is not None else None
+        prior = self._check_prior(prior_latlon, prior_radius_km, n) if prior_latlon is not None else None
         # 3. Gallery embeddings (cached)
         gallery_emb = self.gallery_embeddings(gallery)
         # 4. Probabilities over the whole gallery, top-k, chunked over images
@@ -242,8 +246,9 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
             rows = slice(start * crops, min(n, start + step) * crops)
             logits = scale * self.encode_image_embeddings(feats[rows]) @ gallery_emb.T  # (b * crops, G)
             logits = logits.view(-1, crops, len(gallery))
-            if mask is not None:
-                logits = logits.masked_fill(~mask[start : start + step, None], float("-inf"))
+            if prior is not None:
+                mask = self._prior_mask(gallery, prior[start : start + step], prior_radius_km, start, prior_fallback)
+                logits = logits.masked_fill(~mask[:, None], float("-inf"))
             probs = logits.softmax(dim=-1).mean(dim=1)  # (b, G)
             top = probs.topk(top_k, dim=-1)
             cands.append(gallery[top.indices])
@@ -251,17 +256,30 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         candidates, scores = torch.cat(cands).cpu(), torch.cat(scores).cpu()
         return GeoPrediction(latlon=candidates[:, 0], candidates=candidates, scores=scores)
 
-    def _prior_mask(self, gallery, prior_latlon, radius_km, n) -> torch.Tensor:
-        prior = check_latlon(prior_latlon, "prior_latlon").to(gallery.device)
-        prior = prior.expand(n, 2) if prior.ndim == 1 else prior
-        if prior.shape != (n, 2):
-            raise ValueError(f"prior_latlon must have shape (2,) or ({n}, 2), got {tuple(prior.shape)}")
+    @staticmethod
+    def _check_prior(prior_latlon, radius_km, n) -> torch.Tensor:
+        """Prior centres as ``(N, K, 2)``."""
+        prior = check_latlon(prior_latlon, "prior_latlon")
+        prior = prior.expand(n, 1, 2) if prior.ndim == 1 else prior[:, None] if prior.ndim == 2 else prior
+        if prior.ndim != 3 or prior.shape[0] != n:
+            raise ValueError(f"prior_latlon must have shape (2,), ({n}, 2) or ({n}, K, 2), got {tuple(prior.shape)}")
         if not radius_km > 0:
             raise ValueError(f"prior_radius_km must be > 0, got {radius_km}")
-        mask = haversine_km(prior[:, None], gallery[None]) <= radius_km  # (N, G)
-        empty = (~mask.any(dim=1)).nonzero()
-        if len(empty):
-            raise ValueError(f"prior_radius_km={radius_km}: no gallery point within it for image {int(empty[0])}")
+        return prior
+
+    @staticmethod
+    def _prior_mask(gallery, prior, radius_km, offset, fallback) -> torch.Tensor:
+        """``(n, G)``: gallery points within ``radius_km`` of any of an image's prior centres ``prior (n, K, 2)``."""
+        prior = prior.to(gallery.device)
+        mask = torch.zeros(len(prior), len(gallery), dtype=torch.bool, device=gallery.device)
+        for k in range(prior.shape[1]):  # one (n, G) distance matrix at a time
+            mask |= haversine_km(prior[:, k, None], gallery[None]) <= radius_km
+        empty = ~mask.any(dim=1)
+        if empty.any():
+            if not fallback:
+                first = offset + int(empty.nonzero()[0])
+                raise ValueError(f"prior_radius_km={radius_km}: no gallery point within it for image {first}")
+            mask[empty] = True
         return mask
 
     def _ten_crop_pixels(self, images: Any) -> torch.Tensor:

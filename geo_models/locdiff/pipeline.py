@@ -327,6 +327,13 @@ class LocDiffPipeline:
 
     __call__ = predict
 
+    def predict_hybrid(self, geoclip, image_embeddings: torch.Tensor, **kwargs) -> GeoPrediction:
+        """LocDiff-H: GeoCLIP retrieval within 200 km of this pipeline's samples (see
+        :func:`geo_models.locdiff.hybrid.predict_hybrid` for the arguments)."""
+        from geo_models.locdiff.hybrid import predict_hybrid
+
+        return predict_hybrid(self, geoclip, image_embeddings, **kwargs)
+
     # ------------------------------------------------------------------------------------------------ hub
     def config_dict(self) -> dict[str, Any]:
         return {

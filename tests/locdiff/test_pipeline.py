@@ -145,3 +145,23 @@ def test_learns_toy_conditional_problem():
     assert (haversine_km(pred.latlon, centers) < 500).all()
     other = haversine_km(pred.latlon[:, None], centers[None])  # nearest cluster is the conditioned one
     assert torch.equal(other.argmin(1), torch.arange(4))
+
+
+def test_locdiff_h_restricts_geoclip_to_the_sample_regions(pipe):
+    from geo_models.geoclip import GeoCLIP
+
+    geoclip = GeoCLIP(embedding_dim=8, projection_dim=8, num_features=8, hidden_dim=16, num_layers=1)
+    gallery = torch.cat([torch.rand(300, 2) * torch.tensor([160.0, 340.0]) - torch.tensor([80.0, 170.0])])
+    x = torch.randn(3, 8)
+    pred = pipe.predict_hybrid(
+        geoclip, x, radius_km=1500, top_k=3, gallery=gallery, num_samples=4, num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    samples = pred.extras["locdiff"].extras["samples"]  # (3, 4, 2)
+    near = haversine_km(pred.candidates[:, :, None], samples[:, None]).min(-1).values  # (3, 3)
+    inside = (haversine_km(samples[:, :, None], gallery[None, None]) <= 1500).any(1).sum(-1)  # per image
+    for i in range(3):
+        if inside[i] >= 3:  # images whose sample regions hold >= 3 gallery points: every candidate is inside them
+            assert (near[i] <= 1500 + 1e-3).all()
+    # Unrestricted GeoCLIP with the same inputs differs in general; restricted scores renormalise over the region.
+    assert torch.isfinite(pred.scores).all() and (pred.scores.sum(-1) <= 1 + 1e-5).all()

@@ -1,0 +1,94 @@
+"""LocDiff-H vs LocDiff vs GeoCLIP on the procedural world (LocDiff paper sec. 5.2): same embeddings, same test images.
+
+Trains GeoCLIP (train/train_geoclip.py) and LocDiff (train/train_locdiff.py) on the procedural-clip embeddings of the
+20K training images, then predicts the test images with each and with the hybrid (GeoCLIP retrieval restricted to
+200 km around LocDiff's 16 samples, gallery = GeoCLIP's saved training coordinates).
+
+    python bench/bench_locdiff_hybrid.py --output_json bench/results/locdiff_hybrid.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler
+from procedural_embeddings import load_script, world_embeddings
+
+from geo_models.data.embeddings import read_embedding_parquet
+from geo_models.geoclip import GeoCLIP
+from geo_models.locdiff.pipeline import LocDiffPipeline
+from geo_models.sphere import geolocation_metrics
+
+COLUMNS = ["acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km", "median_km", "geoscore"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data_dir", default="outputs/bench_data", help="cache of generated images, embeddings, models")
+    p.add_argument("--num_test", type=int, default=500, help="test images evaluated (first N)")
+    p.add_argument("--geoclip_steps", type=int, default=1500)
+    p.add_argument("--locdiff_steps", type=int, default=2000)
+    p.add_argument("--degree", type=int, default=15)
+    p.add_argument("--radius_km", type=float, default=200.0)
+    p.add_argument("--output_json", default="bench/results/locdiff_hybrid.json")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    data_dir = Path(args.data_dir)
+    paths = world_embeddings(data_dir)
+    test_emb, test_ll, _ = read_embedding_parquet(paths["test"])
+    test_emb, test_ll = test_emb[: args.num_test], test_ll[: args.num_test]
+    seconds = {}
+    # 1. Train both models on the same embedding parquet
+    geoclip_dir, locdiff_dir = data_dir / "hybrid_geoclip", data_dir / "hybrid_locdiff"
+    t0 = time.time()
+    load_script("train_geoclip").main(
+        ["--train_data", str(paths["train"]), "--output_dir", str(geoclip_dir), "--max_train_steps",
+         str(args.geoclip_steps), "--train_batch_size", "256", "--learning_rate", "5e-4", "--lr_decay", "0.97",
+         "--queue_size", "1024", "--hidden_dim", "512", "--projection_dim", "256", "--num_features", "128",
+         "--num_layers", "2", "--checkpointing_steps", "1000000", "--logging_steps", "100"]
+    )  # fmt: skip
+    seconds["train_geoclip"] = time.time() - t0
+    t0 = time.time()
+    load_script("train_locdiff").main(
+        ["--train_data", str(paths["train"]), "--output_dir", str(locdiff_dir), "--degree", str(args.degree),
+         "--max_train_steps", str(args.locdiff_steps), "--train_batch_size", "256", "--learning_rate", "1e-3",
+         "--dropout", "0.1", "--decode_anchors", "20000", "--checkpointing_steps", "1000000", "--logging_steps", "100"]
+    )  # fmt: skip
+    seconds["train_locdiff"] = time.time() - t0
+    geoclip = GeoCLIP.from_pretrained(geoclip_dir)
+    pipe = LocDiffPipeline.from_pretrained(locdiff_dir)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    # 2. Predict the same test images with each method
+    results = {}
+    t0 = time.time()
+    results["GeoCLIP"] = geolocation_metrics(geoclip.predict(image_embeddings=test_emb, top_k=1).latlon, test_ll)
+    seconds["predict_geoclip"] = time.time() - t0
+    t0 = time.time()
+    hybrid = pipe.predict_hybrid(
+        geoclip, test_emb, radius_km=args.radius_km, top_k=1, num_inference_steps=20,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    seconds["predict_locdiff_and_hybrid"] = time.time() - t0
+    results["LocDiff (DDIM 20, spherical mean of 16)"] = geolocation_metrics(hybrid.extras["locdiff"].latlon, test_ll)
+    results[f"LocDiff-H (GeoCLIP within {args.radius_km:g} km of the samples)"] = geolocation_metrics(
+        hybrid.latlon, test_ll
+    )
+    table = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    table += [f"| {name} | " + " | ".join(f"{m[c]:.1f}" for c in COLUMNS) + " |" for name, m in results.items()]
+    print("\n".join(table))
+    out = {"args": vars(args), "results": results, "seconds": seconds, "table": "\n".join(table)}
+    Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output_json).write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""LocDiff-H (LocDiff paper, sec. 5.2): GeoCLIP retrieval restricted to a radius (200 km) around LocDiff's samples.
+
+LocDiff is good at coarse scales without a gallery; GeoCLIP's gallery gives street/city precision. The hybrid keeps
+LocDiff's coarse decision and lets GeoCLIP choose the exact gallery point inside it. Methods compose only here, as the
+paper composes them (DESIGN.md: LocDiff-H uses GeoCLIP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from geo_models.outputs import GeoPrediction
+
+
+def predict_hybrid(
+    pipeline: Any,
+    geoclip: Any,
+    image_embeddings: torch.Tensor,
+    *,
+    radius_km: float = 200.0,
+    top_k: int = 5,
+    gallery: Any = None,
+    **locdiff_kwargs: Any,
+) -> GeoPrediction:
+    """LocDiff-H prediction.
+
+    Args:
+        pipeline: a :class:`~geo_models.locdiff.LocDiffPipeline`.
+        geoclip: a :class:`~geo_models.geoclip.GeoCLIP` trained on the same backbone's features.
+        image_embeddings: ``(N, D)`` backbone features, given to both models.
+        radius_km: GeoCLIP searches the gallery points within this distance of any of LocDiff's samples; an image
+            whose region holds no gallery point searches the whole gallery.
+        top_k, gallery: GeoCLIP retrieval settings.
+        locdiff_kwargs: passed to ``pipeline.predict`` (``num_samples``, ``num_inference_steps``, ``generator``...).
+
+    Returns:
+        GeoCLIP's prediction (probabilities over the restricted gallery) with ``extras["locdiff"]`` the LocDiff
+        prediction (its ``extras["samples"]`` is the sample cloud).
+    """
+    # 1. LocDiff samples: the coarse regions
+    locdiff = pipeline.predict(image_embeddings=image_embeddings, **locdiff_kwargs)
+    # 2. GeoCLIP retrieval inside the caps around every sample
+    pred = geoclip.predict(
+        image_embeddings=image_embeddings,
+        top_k=top_k,
+        gallery=gallery,
+        prior_latlon=locdiff.extras["samples"],
+        prior_radius_km=radius_km,
+        prior_fallback=True,
+    )
+    pred.extras["locdiff"] = locdiff
+    return pred
