@@ -38,6 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--train_batch_size", type=int, default=256)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--loss", choices=["kl", "cosine", "l2", "mse"], default="kl", help="training loss (Table 8)")
     p.add_argument("--decode_anchors", type=int, default=20_000)
     p.add_argument("--output_json", default="bench/results/locdiff_learning.json")
     return p.parse_args(argv)
@@ -61,7 +62,7 @@ def main(argv=None) -> dict:
         load_script("train_locdiff").main(
             ["--train_data", args.train_data, "--output_dir", out, "--degree", str(args.degree),
              "--max_train_steps", str(args.max_train_steps), "--train_batch_size", str(args.train_batch_size),
-             "--learning_rate", str(args.learning_rate), "--dropout", str(args.dropout),
+             "--learning_rate", str(args.learning_rate), "--dropout", str(args.dropout), "--loss", args.loss,
              "--decode_anchors", str(args.decode_anchors), "--checkpointing_steps", "1000000",
              "--logging_steps", "100"]
         )  # fmt: skip

@@ -141,3 +141,31 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, keep:
     if accelerator.is_main_process:
         prune_checkpoints(output_dir, keep)
     return path
+
+
+class EmbeddingSource:
+    """An embedding parquet held in memory, served in step-indexed batches (:func:`step_batch_indices`), so a
+    resumed run sees exactly the batches of an uninterrupted one.
+
+    Attributes:
+        embeddings: ``(N, D)`` float32. latlon: ``(N, 2)`` degrees.
+    """
+
+    def __init__(self, path, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        from geo_models.data.embeddings import read_embedding_parquet
+
+        self.embeddings, self.latlon, _ = read_embedding_parquet(path)
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+
+    def __len__(self) -> int:
+        return len(self.latlon)
+
+    def batches(self, start_step: int):
+        """Endless iterator of ``(embeddings (B, D), latlon (B, 2))`` from global step ``start_step`` on."""
+        step = start_step
+        while True:
+            idx = step_batch_indices(
+                step, len(self), self.batch_size, seed=self.seed, rank=self.rank, world=self.world
+            )
+            yield self.embeddings[idx], self.latlon[idx]
+            step += 1

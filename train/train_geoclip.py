@@ -26,6 +26,7 @@ from geo_models.geoclip import GeoCLIP, deduplicate
 from geo_models.geoclip.training import GPSQueue, contrastive_step_loss
 from geo_models.sphere import geolocation_metrics
 from geo_models.training import (
+    EmbeddingSource,
     log_metrics,
     make_accelerator,
     resolve_checkpoint,
@@ -108,26 +109,6 @@ class ViewsTransform:
 
     def __call__(self, image):
         return torch.stack([self.transform(image) for _ in range(self.num_views)])
-
-
-class EmbeddingSource:
-    """Precomputed backbone features in memory; batch at a step = a pure function of (step, seed)."""
-
-    def __init__(self, path, batch_size, seed, rank, world):
-        self.embeddings, self.latlon, _ = read_embedding_parquet(path)
-        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-
-    def __len__(self):
-        return len(self.latlon)
-
-    def batches(self, start_step):
-        step = start_step
-        while True:
-            idx = step_batch_indices(
-                step, len(self), self.batch_size, seed=self.seed, rank=self.rank, world=self.world
-            )
-            yield self.embeddings[idx], self.latlon[idx]
-            step += 1
 
 
 class ImageFolderSource(EmbeddingSource):

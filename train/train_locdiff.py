@@ -27,11 +27,11 @@ from geo_models.locdiff.pipeline import LOSSES, LocDiffPipeline, locdiff_loss, m
 from geo_models.locdiff.shdd import SHDD
 from geo_models.sphere import geolocation_metrics
 from geo_models.training import (
+    EmbeddingSource,
     log_metrics,
     make_accelerator,
     resolve_checkpoint,
     save_checkpoint,
-    step_batch_indices,
     steps_per_epoch,
     write_json_atomic,
 )
@@ -106,26 +106,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         if fmt != "embeddings":
             p.error(f"--{flag}: {value} is {fmt} data; embed first with train/embed_images.py")
     return args
-
-
-class EmbeddingSource:
-    """Precomputed backbone features in memory; batch at a step = a pure function of (step, seed)."""
-
-    def __init__(self, path, batch_size, seed, rank, world):
-        self.embeddings, self.latlon, _ = read_embedding_parquet(path)
-        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-
-    def __len__(self):
-        return len(self.latlon)
-
-    def batches(self, start_step):
-        step = start_step
-        while True:
-            idx = step_batch_indices(
-                step, len(self), self.batch_size, seed=self.seed, rank=self.rank, world=self.world
-            )
-            yield self.embeddings[idx], self.latlon[idx]
-            step += 1
 
 
 def build_pipeline(args, unet: CSUNet) -> LocDiffPipeline:
