@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geo_models.hub import GeoModelHubMixin
-from geo_models.outputs import GeoPrediction
+from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import check_latlon, haversine_km
 
 AGGREGATES = ("top1", "medoid")
@@ -60,14 +60,7 @@ class KNNGeolocator(nn.Module, GeoModelHubMixin):
     # ------------------------------------------------------------------------------------------- inputs
     def check_embeddings(self, embeddings: Any, name: str = "image_embeddings") -> torch.Tensor:
         """Validate ``(N >= 1, embedding_dim)`` finite, non-zero features -> L2-normalised float32 tensor."""
-        try:
-            t = torch.as_tensor(embeddings)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(f"{name} must be a numeric (N, {self.embedding_dim}) tensor or array: {err}") from err
-        if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != self.embedding_dim:
-            raise ValueError(f"{name} must have shape (N >= 1, {self.embedding_dim}), got {tuple(t.shape)}")
-        if not t.is_floating_point() or not torch.isfinite(t).all():
-            raise ValueError(f"{name} must be finite floating-point values (no NaN or inf)")
+        t = check_embeddings(embeddings, self.embedding_dim, name)
         t = t.to(self.memory_embeddings.device, torch.float32)
         zero = (t.norm(dim=-1) == 0).nonzero()
         if len(zero):

@@ -47,3 +47,19 @@ class GeoPrediction:
             ]
             for cands, sc in zip(self.candidates, self.scores)
         ]
+
+
+def check_embeddings(image_embeddings: Any, dim: int, name: str = "image_embeddings") -> torch.Tensor:
+    """Validate backbone features ``(N >= 1, dim)``, finite floats, -> tensor (ValueError naming ``name``).
+
+    The input check of every geolocator's ``predict(image_embeddings=...)``.
+    """
+    try:
+        t = torch.as_tensor(image_embeddings)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be a numeric (N, {dim}) tensor or array: {err}") from err
+    if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (N >= 1, {dim}), got {tuple(t.shape)}")
+    if not t.is_floating_point() or not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite floating-point values (no NaN or inf)")
+    return t

@@ -25,7 +25,7 @@ from geo_models.encoders.image import OpenCLIPBackbone, is_open_clip_tag
 from geo_models.encoders.location import LocationEncoder
 from geo_models.geoclip.gallery import as_gallery, fibonacci_gallery, gallery_from_csv, gallery_hash, official_gallery
 from geo_models.hub import GeoModelHubMixin
-from geo_models.outputs import GeoPrediction
+from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import check_latlon, haversine_km
 
 GalleryLike = torch.Tensor | str | PathLike | int | None
@@ -111,11 +111,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
     # ------------------------------------------------------------------------------------------- encoders
     def check_embeddings(self, image_embeddings: Any, name: str = "image_embeddings") -> torch.Tensor:
         """Validate backbone features ``(N, embedding_dim)`` -> float tensor on the model's device."""
-        t = torch.as_tensor(image_embeddings)
-        if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != self.embedding_dim:
-            raise ValueError(f"{name} must have shape (N >= 1, {self.embedding_dim}), got {tuple(t.shape)}")
-        if not t.is_floating_point() or not torch.isfinite(t).all():
-            raise ValueError(f"{name} must be finite floating-point values")
+        t = check_embeddings(image_embeddings, self.embedding_dim, name)
         return t.to(self.logit_scale.device, self.logit_scale.dtype)
 
     def encode_image_embeddings(self, image_embeddings: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
 from geo_models.hub import push_folder, render_model_card
 from geo_models.locdiff.modeling import SHDD_SAMPLE_SCALE, CSUNet
 from geo_models.locdiff.shdd import SHDD
-from geo_models.outputs import GeoPrediction
+from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import haversine_km, spherical_mean
 
 __all__ = ["LOSSES", "LocDiffPipeline", "locdiff_loss", "make_scheduler", "predicted_original_sample"]
@@ -198,11 +198,7 @@ class LocDiffPipeline:
 
     def check_embeddings(self, image_embeddings: Any, name: str = "image_embeddings") -> torch.Tensor:
         """Validate backbone features ``(N >= 1, condition_dim)`` -> float32 tensor on the pipeline's device."""
-        t = torch.as_tensor(image_embeddings)
-        if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != self.embedding_dim:
-            raise ValueError(f"{name} must have shape (N >= 1, {self.embedding_dim}), got {tuple(t.shape)}")
-        if not t.is_floating_point() or not torch.isfinite(t).all():
-            raise ValueError(f"{name} must be finite floating-point values")
+        t = check_embeddings(image_embeddings, self.embedding_dim, name)
         return t.to(self.device, torch.float32)
 
     # ------------------------------------------------------------------------------------------------ sampling
