@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from procedural_embeddings import load_script, world_embeddings
+from procedural_embeddings import load_script, markdown_table, world_embeddings
 
 from geo_models.baselines import KNNGeolocator
 from geo_models.data.embeddings import read_embedding_parquet
@@ -99,10 +99,9 @@ def main(argv=None) -> dict:
         results[f"GeoCLIP trained from {kind} ({steps} steps, {timings[kind] / 60:.1f} min)"] = geolocation_metrics(
             pred, test_ll
         )
-    table = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    table += [f"| {name} | " + " | ".join(f"{m[c]:.1f}" for c in COLUMNS) + " |" for name, m in results.items()]
-    print("\n".join(table))
-    out = {"args": vars(args), "results": results, "train_seconds": timings, "table": "\n".join(table)}
+    table = markdown_table(results, COLUMNS)
+    print(table)
+    out = {"args": vars(args), "results": results, "train_seconds": timings, "table": table}
     Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output_json).write_text(json.dumps(out, indent=2) + "\n")
     return out

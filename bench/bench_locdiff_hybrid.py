@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler
-from procedural_embeddings import load_script, world_embeddings
+from procedural_embeddings import load_script, markdown_table, world_embeddings
 
 from geo_models.data.embeddings import read_embedding_parquet
 from geo_models.geoclip import GeoCLIP
@@ -81,10 +81,9 @@ def main(argv=None) -> dict:
     results[f"LocDiff-H (GeoCLIP within {args.radius_km:g} km of the samples)"] = geolocation_metrics(
         hybrid.latlon, test_ll
     )
-    table = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    table += [f"| {name} | " + " | ".join(f"{m[c]:.1f}" for c in COLUMNS) + " |" for name, m in results.items()]
-    print("\n".join(table))
-    out = {"args": vars(args), "results": results, "seconds": seconds, "table": "\n".join(table)}
+    table = markdown_table(results, COLUMNS)
+    print(table)
+    out = {"args": vars(args), "results": results, "seconds": seconds, "table": table}
     Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output_json).write_text(json.dumps(out, indent=2) + "\n")
     return out

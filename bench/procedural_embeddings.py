@@ -54,3 +54,10 @@ def world_embeddings(
         )  # fmt: skip (resumable: a no-op when the shards exist)
         out[split], out[f"{split}_images"] = emb, images
     return out
+
+
+def markdown_table(results: dict[str, dict[str, float]], columns: list[str]) -> str:
+    """``| method | col... |`` rows of metric dicts, one decimal."""
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{m[c]:.1f}" for c in columns) + " |" for name, m in results.items()]
+    return "\n".join(lines)
