@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,23 @@ class EmbeddingSource:
             )
             yield self.embeddings[idx], self.latlon[idx]
             step += 1
+
+
+def add_run_args(parser) -> None:
+    """The flags every training script shares (diffusers' names): precision, seed, checkpoints, logging."""
+    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=None)
+    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
+    parser.add_argument("--logging_steps", type=int, default=10)
+    parser.add_argument("--report_to", default=None, help="accelerate tracker (tensorboard, wandb, ...)")
+
+
+def resume_state(accelerator, output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> int:
+    """Load ``--resume_from_checkpoint`` (``latest`` or a folder) into the accelerator; returns the start step."""
+    checkpoint, start_step = resolve_checkpoint(output_dir, resume_from_checkpoint)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        logging.getLogger(__name__).info("resumed from %s (step %d)", checkpoint, start_step)
+    return start_step

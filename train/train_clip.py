@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 from geo_models.data import GeoImageFolder
 from geo_models.encoders.image import register_open_clip_configs
 from geo_models.training import (
+    add_run_args,
     log_metrics,
     make_accelerator,
-    resolve_checkpoint,
+    resume_state,
     save_checkpoint,
     step_batch_indices,
     steps_per_epoch,
@@ -63,15 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup_steps", type=int, default=100)
     p.add_argument("--min_lr_ratio", type=float, default=0.0, help="cosine decays to learning_rate * this")
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0: off)")
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    add_run_args(p)
     p.add_argument("--dataloader_num_workers", type=int, default=0)
     p.add_argument("--cache_images", action="store_true", help="decode all images into memory once (small data)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpointing_steps", type=int, default=500)
-    p.add_argument("--checkpoints_total_limit", type=int, default=None)
-    p.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--report_to", default=None, help="accelerate tracker (tensorboard, wandb, ...)")
     args = p.parse_args(argv)
     for name in ("train_batch_size", "max_train_steps", "checkpointing_steps", "logging_steps"):
         if getattr(args, name) < 1:
@@ -281,10 +276,7 @@ def main(argv=None):
         accelerator.init_trackers("train_clip", config={k: v for k, v in vars(args).items() if v is not None})
 
     # 3. Resume
-    checkpoint, start_step = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        logger.info("resumed from %s (step %d)", checkpoint, start_step)
+    start_step = resume_state(accelerator, output_dir, args.resume_from_checkpoint)
     logger.info(
         "%d captioned images (%d distinct captions), %d processes, %d steps (%d per epoch), %d parameters",
         len(dataset),

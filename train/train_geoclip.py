@@ -27,9 +27,10 @@ from geo_models.geoclip.training import GPSQueue, contrastive_step_loss
 from geo_models.sphere import geolocation_metrics
 from geo_models.training import (
     EmbeddingSource,
+    add_run_args,
     log_metrics,
     make_accelerator,
-    resolve_checkpoint,
+    resume_state,
     save_checkpoint,
     step_batch_indices,
     steps_per_epoch,
@@ -70,15 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_train_steps", type=int, default=None)
     p.add_argument("--num_train_epochs", type=int, default=10)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    add_run_args(p)
     p.add_argument("--dataloader_num_workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
     # checkpoints, logging, hub
-    p.add_argument("--checkpointing_steps", type=int, default=500)
-    p.add_argument("--checkpoints_total_limit", type=int, default=None)
-    p.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--report_to", default=None, help="accelerate tracker (tensorboard, wandb, ...)")
     p.add_argument("--gallery_max_points", type=int, default=100_000, help="training coordinates kept as gallery")
     p.add_argument("--push_to_hub", action="store_true")
     p.add_argument("--hub_model_id", default=None)
@@ -260,10 +255,7 @@ def main(argv=None) -> GeoCLIP:
         accelerator.init_trackers("train_geoclip", config={k: v for k, v in vars(args).items() if v is not None})
 
     # 3. Resume
-    checkpoint, start_step = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        logger.info("resumed from %s (step %d)", checkpoint, start_step)
+    start_step = resume_state(accelerator, output_dir, args.resume_from_checkpoint)
     unwrapped = accelerator.unwrap_model(model)
     logger.info(
         "%d training samples, %d processes, %d steps (%d per epoch), %d trainable parameters",
