@@ -29,16 +29,20 @@ def world_embeddings(
     backbone: str = "procedural-clip",
     pretrained: str | None = "procedural",
 ) -> dict[str, Path]:
-    """Paths ``train``/``test`` (embedding parquet folders) and ``train_images``/``test_images`` (imagefolders)."""
+    """Paths ``train``/``test`` (embedding parquet folders) and ``train_images``/``test_images`` (imagefolders).
+
+    ``pretrained=None`` or ``"none"``: the backbone's architecture with random weights (seed 0), i.e. features that
+    were never trained on geography.
+    """
     embed = load_script("embed_images")
+    random_weights = not pretrained or pretrained.lower() == "none"
+    weights = ["--allow_random_weights"] if random_weights else ["--pretrained", pretrained]
+    features = f"{backbone}-random" if random_weights else backbone
     out = {}
     for split, n, seed in [("train", num_train, 0), ("test", num_test, 1)]:
-        images, emb = data_dir / f"world_{split}_{n}", data_dir / f"world_{split}_{n}_{backbone}"
+        images, emb = data_dir / f"world_{split}_{n}", data_dir / f"world_{split}_{n}_{features}"
         if not (images / "metadata.csv").exists():
             generate_world(images, n, seed=seed)
-        weights = (
-            ["--pretrained", pretrained] if pretrained and pretrained.lower() != "none" else ["--allow_random_weights"]
-        )
         embed.main(
             [
                 "--train_data",

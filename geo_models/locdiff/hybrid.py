@@ -20,6 +20,7 @@ def predict_hybrid(
     image_embeddings: torch.Tensor,
     *,
     radius_km: float = 200.0,
+    around: str = "samples",
     top_k: int = 5,
     gallery: Any = None,
     **locdiff_kwargs: Any,
@@ -30,8 +31,11 @@ def predict_hybrid(
         pipeline: a :class:`~geo_models.locdiff.LocDiffPipeline`.
         geoclip: a :class:`~geo_models.geoclip.GeoCLIP` trained on the same backbone's features.
         image_embeddings: ``(N, D)`` backbone features, given to both models.
-        radius_km: GeoCLIP searches the gallery points within this distance of any of LocDiff's samples; an image
-            whose region holds no gallery point searches the whole gallery.
+        radius_km: GeoCLIP searches the gallery points within this distance of LocDiff's candidate locations; an
+            image whose region holds no gallery point searches the whole gallery.
+        around: the candidate locations: ``"samples"`` (every one of LocDiff's samples, the paper's sec. 5.2
+            wording) or ``"estimate"`` (only LocDiff's point estimate, the spherical mean of its samples; keeps
+            LocDiff's coarse decision when the samples spread over several regions).
         top_k, gallery: GeoCLIP retrieval settings.
         locdiff_kwargs: passed to ``pipeline.predict`` (``num_samples``, ``num_inference_steps``, ``generator``...).
 
@@ -39,6 +43,8 @@ def predict_hybrid(
         GeoCLIP's prediction (probabilities over the restricted gallery) with ``extras["locdiff"]`` the LocDiff
         prediction (its ``extras["samples"]`` is the sample cloud).
     """
+    if around not in ("samples", "estimate"):
+        raise ValueError(f"around must be 'samples' or 'estimate', got {around!r}")
     # 1. LocDiff samples: the coarse regions
     locdiff = pipeline.predict(image_embeddings=image_embeddings, **locdiff_kwargs)
     # 2. GeoCLIP retrieval inside the caps around every sample
@@ -46,7 +52,7 @@ def predict_hybrid(
         image_embeddings=image_embeddings,
         top_k=top_k,
         gallery=gallery,
-        prior_latlon=locdiff.extras["samples"],
+        prior_latlon=locdiff.extras["samples"] if around == "samples" else locdiff.latlon[:, None],
         prior_radius_km=radius_km,
         prior_fallback=True,
     )

@@ -95,7 +95,17 @@ class SHDD(nn.Module):
         window = lowpass_window(lowpass, self.max_degree)
         self.register_buffer("degree_weights", window.float(), persistent=False)
         self.register_buffer("coeff_weights", window[sh_degrees_orders(self.max_degree)[0]].float(), persistent=False)
-        self._lattice: torch.Tensor | None = None
+
+    @property
+    def decode_anchors(self) -> int:
+        """Size of the default Fibonacci decoding lattice; setting it rebuilds the lattice at the next decode."""
+        return self._decode_anchors
+
+    @decode_anchors.setter
+    def decode_anchors(self, value: int) -> None:
+        if int(value) < 1:
+            raise ValueError(f"decode_anchors must be >= 1, got {value}")
+        self._decode_anchors, self._lattice = int(value), None
 
     def extra_repr(self) -> str:
         return f"max_degree={self.max_degree}, rho_km={self.rho_km:g}, lowpass={self.lowpass}"

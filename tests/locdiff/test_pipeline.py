@@ -165,3 +165,20 @@ def test_locdiff_h_restricts_geoclip_to_the_sample_regions(pipe):
             assert (near[i] <= 1500 + 1e-3).all()
     # Unrestricted GeoCLIP with the same inputs differs in general; restricted scores renormalise over the region.
     assert torch.isfinite(pred.scores).all() and (pred.scores.sum(-1) <= 1 + 1e-5).all()
+
+
+def test_hybrid_around_the_point_estimate(pipe):
+    from geo_models.geoclip import GeoCLIP
+
+    geoclip = GeoCLIP(embedding_dim=8, projection_dim=8, num_features=8, hidden_dim=16, num_layers=1)
+    gallery = torch.rand(300, 2, generator=torch.Generator().manual_seed(3)) * torch.tensor([160.0, 340.0])
+    gallery = gallery - torch.tensor([80.0, 170.0])
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(2))
+    pred = pipe.predict_hybrid(
+        geoclip, x, radius_km=2500, around="estimate", top_k=2, gallery=gallery, num_samples=4,
+        num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    estimate = pred.extras["locdiff"].latlon  # (3, 2): every candidate lies within the radius of it
+    assert (haversine_km(pred.candidates, estimate[:, None]) <= 2500 + 1e-3).all()
+    with pytest.raises(ValueError, match="around"):
+        pipe.predict_hybrid(geoclip, x, around="everywhere", num_inference_steps=2)

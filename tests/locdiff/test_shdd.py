@@ -261,3 +261,16 @@ def test_validation_errors():
 def test_harmonics_are_differentiable():
     x = torch.tensor([[10.0, 20.0], [-30.0, 100.0], [75.0, -179.0]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: real_spherical_harmonics(t, 6), (x,))
+
+
+def test_changing_decode_anchors_rebuilds_the_lattice():
+    shdd = SHDD(6, decode_anchors=50)
+    e = shdd.encode(torch.tensor([[35.0, 139.0]], dtype=torch.float64))
+    coarse = shdd.decode(e, refine=False)
+    shdd.decode_anchors = 20000
+    fine = shdd.decode(e, refine=False)
+    assert shdd._lattice.shape == (20000, 2)
+    truth = torch.tensor([[35.0, 139.0]], dtype=torch.float64)
+    assert haversine_km(fine, truth) < haversine_km(coarse, truth)
+    with pytest.raises(ValueError, match="decode_anchors"):
+        shdd.decode_anchors = 0
