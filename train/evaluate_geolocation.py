@@ -217,7 +217,10 @@ def main(argv=None) -> dict[str, float]:
         model = load_model(args.model, revision=args.revision)
     except (ValueError, OSError, RuntimeError) as err:
         parser.error(f"--model {args.model}: cannot load it: {err}")
-    model = model.to(device).eval() if isinstance(model, torch.nn.Module) else model
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device).eval()
+    elif callable(getattr(model, "to", None)):  # pipelines (LocDiff...): not modules, but they move their parts
+        model = model.to(device)
     kwargs = predict_kwargs(model, args, parser)
     want_nll = callable(getattr(model, "log_prob", None)) and not args.skip_nll
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from geo_models.data import GeoImageFolder, GeoWebDataset, dataset_format, read_embedding_parquet
+from geo_models.data import GeoImageFolder, dataset_format, read_embedding_parquet
 from geo_models.geoclip import GeoCLIP, deduplicate
 from geo_models.geoclip.training import GPSQueue, contrastive_step_loss
 from geo_models.sphere import geolocation_metrics
@@ -32,26 +32,31 @@ from geo_models.training import (
     make_accelerator,
     resume_state,
     save_checkpoint,
-    step_batch_indices,
-    steps_per_epoch,
     write_json_atomic,
+)
+from geo_models.training_images import (
+    ViewsTransform,
+    add_image_args,
+    check_image_args,
+    encode_views,
+    finalize_backbone,
+    image_source,
+    setup_finetuning,
+    source_steps_per_epoch,
 )
 
 logger = logging.getLogger("train_geoclip")
-LORA_TARGETS = ["out_proj", "c_fc", "c_proj"]  # Linear layers of open_clip's vision transformer blocks
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train_data", required=True, help="embedding parquet (file/folder), imagefolder or .tar shards")
     p.add_argument("--validation_data", default=None, help="held-out data evaluated at the end (metrics -> card)")
+    p.add_argument("--validation_steps", type=int, default=0, help="also evaluate every N steps (0: only at the end)")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--init_from", default=None, help="'official' (geoclip package weights) or a saved GeoCLIP")
-    # model
-    p.add_argument("--backbone", default="ViT-L-14", help="open_clip architecture (image data only)")
-    p.add_argument("--backbone_pretrained", default="openai", help="open_clip tag or weights file ('none': random)")
-    p.add_argument("--finetune", choices=["frozen", "lora", "full"], default="frozen", help="backbone training")
-    p.add_argument("--lora_rank", type=int, default=8)
+    # model (the backbone, its fine-tuning and the P augmented views: image data only)
+    add_image_args(p)
     p.add_argument("--projection_dim", type=int, default=512)
     p.add_argument("--hidden_dim", type=int, default=1024)
     p.add_argument("--num_features", type=int, default=256, help="RFF rows per branch")
@@ -61,8 +66,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--queue_size", type=int, default=4096)
     p.add_argument("--positive_noise_km", type=float, default=0.15)
     p.add_argument("--queue_noise_km", type=float, default=1.0)
-    p.add_argument("--num_views", type=int, default=1, help="P augmented views per image (image data)")
-    p.add_argument("--augment_strength", type=float, default=0.5, help="SimCLR colour-jitter strength")
     # optimisation
     p.add_argument("--train_batch_size", type=int, default=512, help="per process")
     p.add_argument("--learning_rate", type=float, default=3e-5)
@@ -72,13 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_train_epochs", type=int, default=10)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     add_run_args(p)
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
     # checkpoints, logging, hub
     p.add_argument("--gallery_max_points", type=int, default=100_000, help="training coordinates kept as gallery")
     p.add_argument("--push_to_hub", action="store_true")
     p.add_argument("--hub_model_id", default=None)
     args = p.parse_args(argv)
-    for name in ("train_batch_size", "num_views", "lora_rank", "checkpointing_steps", "gradient_accumulation_steps"):
+    for name in ("train_batch_size", "checkpointing_steps", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.queue_size < 0 or args.positive_noise_km < 0 or args.queue_noise_km < 0:
@@ -89,69 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.data_format = dataset_format(args.train_data)
     except ValueError as err:
         p.error(f"--train_data: {err}")
-    if args.data_format == "embeddings" and (args.finetune != "frozen" or args.num_views != 1):
-        p.error("--finetune lora/full and --num_views > 1 need images, not precomputed embeddings")
-    args.backbone_pretrained = None if str(args.backbone_pretrained).lower() == "none" else args.backbone_pretrained
+    check_image_args(p, args)
     return args
-
-
-# ------------------------------------------------------------------------------------------------------ data
-class ViewsTransform:
-    """P augmented views of one image -> ``(P, 3, S, S)``."""
-
-    def __init__(self, transform, num_views: int):
-        self.transform, self.num_views = transform, num_views
-
-    def __call__(self, image):
-        return torch.stack([self.transform(image) for _ in range(self.num_views)])
-
-
-class ImageFolderSource(EmbeddingSource):
-    """An imagefolder read in the same step-indexed order; items are ``(P, 3, S, S)`` augmented views."""
-
-    def __init__(self, path, transform, batch_size, seed, rank, world, num_workers):
-        self.dataset = GeoImageFolder(path, transform=transform)
-        self.latlon = self.dataset.latlon
-        self.batch_size, self.seed, self.rank, self.world, self.num_workers = (
-            batch_size,
-            seed,
-            rank,
-            world,
-            num_workers,
-        )
-
-    def batches(self, start_step):
-        def index_lists():
-            step = start_step
-            while True:
-                yield step_batch_indices(
-                    step, len(self), self.batch_size, seed=self.seed, rank=self.rank, world=self.world
-                ).tolist()
-                step += 1
-
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=index_lists(), num_workers=self.num_workers)
-        for batch in loader:
-            yield batch["image"], batch["latlon"]
-
-
-class WebDatasetSource:
-    """WebDataset shards streamed epoch after epoch (each process reads its own shards)."""
-
-    def __init__(self, path, transform, batch_size, num_workers):
-        self.dataset = GeoWebDataset(path, transform=transform, shuffle_shards=True)
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.latlon = None  # unknown until streamed; the gallery is collected while training
-
-    def batches(self, start_step):
-        seen = 0
-        while True:
-            loader = torch.utils.data.DataLoader(
-                self.dataset, batch_size=self.batch_size, num_workers=self.num_workers
-            )
-            for batch in loader:
-                seen += 1
-                if seen > start_step:  # resume: skip the batches already trained on
-                    yield batch["image"], batch["latlon"]
 
 
 # ------------------------------------------------------------------------------------------------------ model
@@ -177,25 +118,9 @@ def build_model(args, embedding_dim: int | None) -> GeoCLIP:
         )
     if embedding_dim is not None and embedding_dim != model.embedding_dim:
         raise ValueError(f"train_data embeddings are {embedding_dim}-d but the model expects {model.embedding_dim}")
-    if args.finetune == "full":
-        model.backbone.set_trainable(True)
-    elif args.finetune == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, target_modules=LORA_TARGETS)
-        model.backbone.model.visual = get_peft_model(model.backbone.model.visual, config)
-        model.backbone.trainable = True
-        model.backbone.train()
+    if model.backbone is not None:
+        setup_finetuning(model.backbone, args.finetune, lora_rank=args.lora_rank)
     return model
-
-
-def finalize_backbone(model: GeoCLIP, finetune: str) -> None:
-    """Merge LoRA into the backbone weights and record that the backbone must be saved with the model."""
-    if finetune == "lora":
-        model.backbone.model.visual = model.backbone.model.visual.merge_and_unload()
-    if finetune != "frozen":
-        model.backbone.set_trainable(False)
-        model.mark_backbone_finetuned()
 
 
 @torch.no_grad()
@@ -234,14 +159,18 @@ def main(argv=None) -> GeoCLIP:
         if model.backbone is None:
             raise ValueError("image training data needs --backbone")
         views = ViewsTransform(model.backbone.train_transform(args.augment_strength), args.num_views)
-        if args.data_format == "imagefolder":
-            source = ImageFolderSource(
-                args.train_data, views, args.train_batch_size, args.seed, rank, world, args.dataloader_num_workers
-            )
-        else:
-            source = WebDatasetSource(args.train_data, views, args.train_batch_size, args.dataloader_num_workers)
+        source = image_source(
+            args.data_format,
+            args.train_data,
+            views,
+            batch_size=args.train_batch_size,
+            seed=args.seed,
+            rank=rank,
+            world=world,
+            num_workers=args.dataloader_num_workers,
+        )
     queue = GPSQueue(args.queue_size, seed=args.seed)
-    spe = steps_per_epoch(len(source.latlon), args.train_batch_size, world) if source.latlon is not None else 1000
+    spe = source_steps_per_epoch(source, args.train_batch_size, world)
     max_steps = args.max_train_steps or args.num_train_epochs * spe
 
     # 2. Optimizer (Adam), step decay once per epoch
@@ -283,10 +212,9 @@ def main(argv=None) -> GeoCLIP:
         with accelerator.accumulate(model), accelerator.autocast():
             if args.data_format == "embeddings":
                 features = inputs.to(accelerator.device)
-            else:  # (B, P, 3, S, S) -> view-major (P * B, 3, S, S) -> backbone features
-                pixels = inputs.transpose(0, 1).flatten(0, 1).to(accelerator.device)
-                with torch.set_grad_enabled(args.finetune != "frozen"):
-                    features = unwrapped.backbone.encode_image(pixels)
+            else:  # (B, P, 3, S, S) -> view-major (P * B, D) backbone features
+                views = inputs.to(accelerator.device)
+                features = encode_views(unwrapped.backbone, views, trainable=args.finetune != "frozen")
             loss = contrastive_step_loss(
                 model,
                 features.float(),
@@ -311,6 +239,11 @@ def main(argv=None) -> GeoCLIP:
             log_metrics(accelerator, logs, log_path, progress)
         if (step + 1) % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, output_dir, step + 1, args.checkpoints_total_limit)
+        if args.validation_data and args.validation_steps and (step + 1) % args.validation_steps == 0:
+            if accelerator.is_main_process and source.latlon is not None:  # learning curve on held-out data
+                unwrapped.gallery = deduplicate(source.latlon, args.gallery_max_points, seed=args.seed)
+                metrics = {f"val_{k}": v for k, v in evaluate(unwrapped, args.validation_data).items() if k != "n"}
+                log_metrics(accelerator, {"step": step + 1, **metrics}, log_path, progress)
 
     # 5. Save: merged backbone, training coordinates as the default gallery, card with held-out metrics
     accelerator.wait_for_everyone()

@@ -7,10 +7,12 @@ open_clip's one factory is used (``create_model_and_transforms``); extra archite
 from __future__ import annotations
 
 from collections.abc import Sequence
+from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -51,6 +53,12 @@ def is_open_clip_tag(model_name: str, pretrained: str | None) -> bool:
     if pretrained is None or (model_name, pretrained) in LOCAL_PRETRAINED:
         return True
     return str(pretrained).lower() in open_clip.list_pretrained_tags_by_model(model_name)
+
+
+def backbone_weights_saved(model_name: str, pretrained: str | None, *, finetuned: bool = False) -> bool:
+    """Whether a model must save its backbone's weights: they were trained (``finetuned``: LoRA merged or full), or
+    they come from a local file; a named tag or seeded random weights are rebuilt from the config instead."""
+    return finetuned or not is_open_clip_tag(model_name, pretrained)
 
 
 def simclr_transform(image_size: int, mean: Sequence[float], std: Sequence[float], *, strength: float = 0.5):
@@ -108,7 +116,7 @@ class OpenCLIPBackbone(nn.Module):
                 "local weights file as pretrained=..., or use precomputed image embeddings (backbone=None)."
             ) from err
         self.model = model
-        self.model_name, self.pretrained = model_name, pretrained
+        self.model_name, self.pretrained, self.seed = model_name, pretrained, seed
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.output_dim = int(model.visual.output_dim)
@@ -153,9 +161,83 @@ class OpenCLIPBackbone(nn.Module):
         param = next(self.model.parameters())
         return self.model.encode_image(pixel_values.to(param.device, param.dtype))
 
+    def embed_images(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
+        """Images (PIL, file paths, or a preprocessed ``(N, 3, S, S)`` tensor) -> features ``(N, output_dim)``,
+        ``batch_size`` images at a time."""
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        pixels = self.preprocess_images(load_images(images))
+        return torch.cat([self.encode_image(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
+
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Texts -> ``(N, output_dim)`` projected text features (not normalised)."""
         if isinstance(texts, str) or not len(texts):
             raise ValueError("texts must be a non-empty list of strings")
         tokens = self.tokenizer(list(texts)).to(next(self.model.parameters()).device)
         return self.model.encode_text(tokens)
+
+
+def load_images(images: Any) -> Any:
+    """PIL image(s) or file path(s) -> list of RGB PIL images; tensors pass through. Unreadable -> ValueError."""
+    if isinstance(images, torch.Tensor):
+        return images
+    if isinstance(images, (Image.Image, str, PathLike)):
+        images = [images]
+    if not len(images):
+        raise ValueError("images must not be empty")
+    out = []
+    for i, img in enumerate(images):
+        if isinstance(img, (str, PathLike)):
+            try:
+                with Image.open(img) as opened:
+                    img = opened.convert("RGB")
+            except (OSError, UnidentifiedImageError) as err:
+                raise ValueError(f"images[{i}]: cannot read image file {str(img)!r}: {err}") from err
+        out.append(img)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- saving in pipelines
+BACKBONE_WEIGHTS_NAME = "open_clip_model.safetensors"  # open_clip's state dict: also loadable as pretrained=<file>
+
+
+def backbone_config(backbone: OpenCLIPBackbone, *, finetuned: bool = False) -> dict:
+    """``{"model_name", "pretrained", "seed", "finetuned"}``: how :func:`load_backbone` rebuilds the backbone."""
+    return {
+        "model_name": backbone.model_name,
+        "pretrained": backbone.pretrained,
+        "seed": backbone.seed,
+        "finetuned": bool(finetuned),
+    }
+
+
+def save_backbone(backbone: OpenCLIPBackbone, directory: str | PathLike, *, finetuned: bool = False) -> dict:
+    """Save a pipeline's backbone: ``directory/open_clip_model.safetensors`` when :func:`backbone_weights_saved`
+    (nothing otherwise); returns :func:`backbone_config`, which :func:`load_backbone` reads back."""
+    from safetensors.torch import save_file
+
+    config = backbone_config(backbone, finetuned=finetuned)
+    file = Path(directory) / BACKBONE_WEIGHTS_NAME
+    if backbone_weights_saved(backbone.model_name, backbone.pretrained, finetuned=finetuned):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()}, str(file))
+    elif file.is_file():
+        file.unlink()  # stale weights of an earlier save
+    return config
+
+
+def load_backbone(config: dict, directory: str | PathLike, *, map_location: str = "cpu") -> OpenCLIPBackbone:
+    """Inverse of :func:`save_backbone`: saved weights are loaded into a randomly initialised backbone (their source
+    may be unreachable here: offline, another machine), and ``pretrained`` keeps naming that source."""
+    from safetensors.torch import load_file
+
+    name, pretrained, seed = config["model_name"], config.get("pretrained"), int(config.get("seed", 0))
+    if not backbone_weights_saved(name, pretrained, finetuned=bool(config.get("finetuned", False))):
+        return OpenCLIPBackbone(name, pretrained, seed=seed).to(map_location)
+    file = Path(directory) / BACKBONE_WEIGHTS_NAME
+    if not file.is_file():
+        raise ValueError(f"backbone: {file} is missing (the backbone's weights are saved with the model)")
+    backbone = OpenCLIPBackbone(name, None, seed=seed)
+    backbone.model.load_state_dict(load_file(str(file)), strict=True)
+    backbone.pretrained = pretrained
+    return backbone.to(map_location)

@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from geo_models.encoders.image import OpenCLIPBackbone, is_open_clip_tag
+from geo_models.encoders.image import OpenCLIPBackbone, backbone_weights_saved, load_images
 from geo_models.encoders.location import LocationEncoder
 from geo_models.geoclip.gallery import as_gallery, fibonacci_gallery, gallery_from_csv, gallery_hash, official_gallery
 from geo_models.hub import GeoModelHubMixin
@@ -132,10 +131,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         """Images (PIL, file paths, or a preprocessed ``(N, 3, S, S)`` tensor) -> backbone features ``(N, D)``."""
         if self.backbone is None:
             raise ValueError("images need a backbone: this model has none (pass image_embeddings instead)")
-        pixels = self.backbone.preprocess_images(load_images(images))
-        return torch.cat(
-            [self.backbone.encode_image(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
-        )
+        return self.backbone.embed_images(images, batch_size=batch_size)
 
     # ------------------------------------------------------------------------------------------- galleries
     def resolve_gallery(self, gallery: GalleryLike = None) -> torch.Tensor:
@@ -319,7 +315,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         # random weights instead of being fetched from its source, which may be unreachable here (offline, other
         # machine); the config keeps naming the source.
         name, source = kwargs.get("backbone"), kwargs.get("backbone_pretrained")
-        saved = bool(name) and (kwargs.get("backbone_finetuned", False) or not is_open_clip_tag(name, source))
+        saved = bool(name) and backbone_weights_saved(name, source, finetuned=kwargs.get("backbone_finetuned", False))
         if saved:
             kwargs["backbone_pretrained"] = None
         model = super()._from_pretrained(**kwargs)
@@ -338,9 +334,10 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
     def backbone_is_rebuilt_from_config(self) -> bool:
         """True when ``from_pretrained`` rebuilds the backbone exactly from config (a named open_clip tag or seeded
         random weights, not fine-tuned); its weights are then left out of ``model.safetensors``."""
-        if self.backbone is None or self.config_value("backbone_finetuned", False):
+        if self.backbone is None:
             return False
-        return is_open_clip_tag(self.backbone.model_name, self.backbone.pretrained)
+        finetuned = self.config_value("backbone_finetuned", False)
+        return not backbone_weights_saved(self.backbone.model_name, self.backbone.pretrained, finetuned=finetuned)
 
     def config_value(self, key: str, default: Any = None) -> Any:
         return (self._hub_mixin_config or {}).get(key, default)
@@ -367,23 +364,3 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         ]
         if strict and (missing or unexpected):
             raise RuntimeError(f"GeoCLIP weights do not match: missing {missing}, unexpected {unexpected}")
-
-
-def load_images(images: Any) -> Any:
-    """PIL image(s) or file path(s) -> list of RGB PIL images; tensors pass through. Unreadable -> ValueError."""
-    if isinstance(images, torch.Tensor):
-        return images
-    if isinstance(images, (Image.Image, str, PathLike)):
-        images = [images]
-    if not len(images):
-        raise ValueError("images must not be empty")
-    out = []
-    for i, img in enumerate(images):
-        if isinstance(img, (str, PathLike)):
-            try:
-                with Image.open(img) as opened:
-                    img = opened.convert("RGB")
-            except (OSError, UnidentifiedImageError) as err:
-                raise ValueError(f"images[{i}]: cannot read image file {str(img)!r}: {err}") from err
-        out.append(img)
-    return out

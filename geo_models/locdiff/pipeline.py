@@ -7,8 +7,10 @@ Inference (:meth:`LocDiffPipeline.predict`): 16 samples per image from Gaussian 
 mode-seeking SHDD decoder, the prediction being their spherical mean (sec. 5.1).
 
 Saved layout (diffusers-like): ``unet/`` (CSUNet, ``ModelMixin``), ``scheduler/`` (``DDPMScheduler`` or
-``DDIMScheduler`` config) and a top-level ``config.json`` with ``model_type: "locdiff"`` and the SHDD settings, so
-``geo_models.hub.load_model`` dispatches to :meth:`LocDiffPipeline.from_pretrained`.
+``DDIMScheduler`` config) and a top-level ``config.json`` with ``model_type: "locdiff"``, the SHDD settings and the
+optional image backbone (open_clip name and tag; its weights in ``backbone/open_clip_model.safetensors`` only when
+fine-tuned or loaded from a local file, as GeoCLIP does), so ``geo_models.hub.load_model`` dispatches to
+:meth:`LocDiffPipeline.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
 
+from geo_models.encoders.image import (
+    OpenCLIPBackbone,
+    backbone_config,
+    backbone_weights_saved,
+    load_backbone,
+    save_backbone,
+)
 from geo_models.hub import push_folder, render_model_card
 from geo_models.locdiff.modeling import SHDD_SAMPLE_SCALE, CSUNet
 from geo_models.locdiff.shdd import SHDD
@@ -126,6 +135,11 @@ class LocDiffPipeline:
             unet's ``prediction_type`` and ``clip_sample=False`` (see :func:`make_scheduler`).
         shdd: SHDD settings (``max_degree`` must match the unet; ``rho_km``, ``decode_anchors``, ``top_k`` tune the
             decoder), a dict of :class:`SHDD` keyword arguments or an ``SHDD``.
+        backbone: optional :class:`~geo_models.encoders.image.OpenCLIPBackbone` (frozen by default) whose image
+            features condition the unet (``output_dim == unet.condition_dim``), so ``predict(images=...)`` works;
+            without one the pipeline takes precomputed ``image_embeddings`` only.
+        backbone_finetuned: the backbone's weights were trained (LoRA merged or full fine-tuning) and are saved
+            with the pipeline (see :meth:`mark_backbone_finetuned`).
         sample_scale: SHDD vectors are diffused as ``sample_scale * SHDD`` (must match training).
         refine: decoder refinement inside the kernel (``SHDD.decode``'s ``refine``).
 
@@ -145,6 +159,8 @@ class LocDiffPipeline:
         scheduler: SchedulerMixin,
         shdd: SHDD | dict[str, Any] | None = None,
         *,
+        backbone: OpenCLIPBackbone | None = None,
+        backbone_finetuned: bool = False,
         sample_scale: float = SHDD_SAMPLE_SCALE,
         refine: bool | str = True,
     ):
@@ -177,7 +193,14 @@ class LocDiffPipeline:
                 f"scheduler.prediction_type={scheduler.config.prediction_type!r} must match "
                 f"unet.prediction_type={unet.config.prediction_type!r}"
             )
+        if backbone is not None and backbone.output_dim != unet.config.condition_dim:
+            raise ValueError(
+                f"backbone: {backbone.model_name!r} gives {backbone.output_dim}-d features but unet.condition_dim is "
+                f"{unet.config.condition_dim}"
+            )
         self.unet, self.scheduler, self.shdd = unet.eval(), scheduler, shdd
+        self.backbone = backbone.eval() if backbone is not None else None
+        self.backbone_finetuned = bool(backbone_finetuned)
         self.shdd_config = shdd_config
         self.sample_scale = float(sample_scale)
         self.refine = refine
@@ -194,7 +217,32 @@ class LocDiffPipeline:
     def to(self, device) -> LocDiffPipeline:
         self.unet.to(device)
         self.shdd.to(device)
+        if self.backbone is not None:
+            self.backbone.to(device)
         return self
+
+    def mark_backbone_finetuned(self) -> None:
+        """Record that the backbone was trained, so its weights are saved with the pipeline."""
+        self.backbone_finetuned = True
+
+    def backbone_is_rebuilt_from_config(self) -> bool:
+        """True when ``from_pretrained`` rebuilds the backbone from config alone (a named open_clip tag or seeded
+        random weights, not fine-tuned); its weights are then not saved."""
+        if self.backbone is None:
+            return False
+        return not backbone_weights_saved(
+            self.backbone.model_name, self.backbone.pretrained, finetuned=self.backbone_finetuned
+        )
+
+    @torch.no_grad()
+    def embed_images(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
+        """Images (PIL, file paths, or a preprocessed ``(N, 3, S, S)`` tensor) -> backbone features ``(N, D)``,
+        ``batch_size`` images at a time."""
+        if self.backbone is None:
+            raise ValueError(
+                "images: this LocDiffPipeline has no backbone; pass image_embeddings (train/embed_images.py)"
+            )
+        return self.backbone.embed_images(images, batch_size=batch_size)
 
     def check_embeddings(self, image_embeddings: Any, name: str = "image_embeddings") -> torch.Tensor:
         """Validate backbone features ``(N >= 1, condition_dim)`` -> float32 tensor on the pipeline's device."""
@@ -248,14 +296,15 @@ class LocDiffPipeline:
         """Geolocate images by sampling locations (sec. 4.6, 5.1).
 
         Args:
-            images: not supported (the pipeline has no backbone): embed first with ``train/embed_images.py``.
-            image_embeddings: ``(N, condition_dim)`` backbone features.
+            images: PIL images, image file paths or a preprocessed ``(N, 3, S, S)`` tensor, embedded by the
+                pipeline's backbone (needs one).
+            image_embeddings: ``(N, condition_dim)`` backbone features, instead of ``images``.
             num_samples: locations sampled per image ``S`` (16 in the paper).
             num_inference_steps: scheduler steps (DDPM: up to 1000; DDIM: e.g. 20-50).
             generator: CPU generator for the initial noise and DDPM's step noise (same generator + same
                 ``batch_size`` -> identical output).
             top_k: candidates kept per image (``<= num_samples``; default all ``S``).
-            batch_size: rows (image x sample) denoised together.
+            batch_size: rows (image x sample) denoised together, and images embedded together.
             point_estimate: ``"mean"`` (the paper: spherical mean of the samples) or ``"densest"`` (the best
                 candidate, useful when the sample cloud is multimodal).
             density_radius_km: radius of the density score below.
@@ -272,11 +321,8 @@ class LocDiffPipeline:
             torch.Size([4, 2])
         """
         # 1. Check inputs
-        if images is not None:
-            raise ValueError("images: LocDiffPipeline has no backbone; embed first with train/embed_images.py")
-        if image_embeddings is None:
-            raise ValueError("image_embeddings must be given (N, condition_dim)")
-        feats = self.check_embeddings(image_embeddings)
+        if (images is None) == (image_embeddings is None):
+            raise ValueError("pass exactly one of images or image_embeddings (N, condition_dim)")
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if int(num_inference_steps) < 1 or int(num_inference_steps) > self.scheduler.config.num_train_timesteps:
@@ -293,10 +339,14 @@ class LocDiffPipeline:
             raise ValueError(f"point_estimate must be 'mean' or 'densest', got {point_estimate!r}")
         if not density_radius_km > 0:
             raise ValueError(f"density_radius_km must be > 0, got {density_radius_km}")
+        # 2. Image features (embedded by the backbone, batch_size images at a time)
+        if images is not None:
+            image_embeddings = self.embed_images(images, batch_size=int(batch_size))
+        feats = self.check_embeddings(image_embeddings)
         n, s = feats.shape[0], int(num_samples)
-        # 2. Repeat each image S times: rows image-major (N * S, C)
+        # 3. Repeat each image S times: rows image-major (N * S, C)
         rows = feats.repeat_interleave(s, dim=0)
-        # 3. Denoising loop, chunked over rows; 4. decode every sample with the mode-seeking SHDD decoder
+        # 4. Denoising loop, chunked over rows; 5. decode every sample with the mode-seeking SHDD decoder
         samples = []
         for start in range(0, len(rows), int(batch_size)):
             coeffs = self.sample_coefficients(
@@ -304,7 +354,7 @@ class LocDiffPipeline:
             )
             samples.append(self.shdd.decode(coeffs.float(), refine=self.refine).float())
         samples = torch.cat(samples).reshape(n, s, 2).cpu()
-        # 5. Point estimate (spherical mean, sec. 5.1) and candidates sorted by density
+        # 6. Point estimate (spherical mean, sec. 5.1) and candidates sorted by density
         mean = spherical_mean(samples)  # (N, 2)
         dist_mean = haversine_km(samples, mean[:, None])  # (N, S)
         pair = haversine_km(samples[:, :, None], samples[:, None])  # (N, S, S)
@@ -338,14 +388,23 @@ class LocDiffPipeline:
             "shdd": self.shdd_config,
             "sample_scale": self.sample_scale,
             "refine": self.refine,
+            "backbone": self._backbone_config(),
         }
 
+    def _backbone_config(self) -> dict[str, Any] | None:
+        if self.backbone is None:
+            return None
+        return backbone_config(self.backbone, finetuned=self.backbone_finetuned)
+
     def save_pretrained(self, save_directory: str | os.PathLike, *, model_card_kwargs: dict | None = None) -> Path:
-        """Write ``unet/`` (safetensors), ``scheduler/``, ``config.json`` and a ``README.md`` model card."""
+        """Write ``unet/`` (safetensors), ``scheduler/``, ``config.json``, the backbone's weights when they cannot be
+        rebuilt from its name (``backbone/``) and a ``README.md`` model card."""
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         self.unet.save_pretrained(path / "unet")
         self.scheduler.save_pretrained(path / "scheduler")
+        if self.backbone is not None:
+            save_backbone(self.backbone, path / "backbone", finetuned=self.backbone_finetuned)
         (path / "config.json").write_text(json.dumps(self.config_dict(), indent=2) + "\n")
         card = render_model_card(self.model_type, **self._card_kwargs(model_card_kwargs))
         card.save(path / "README.md")
@@ -354,7 +413,9 @@ class LocDiffPipeline:
     def _card_kwargs(self, model_card_kwargs: dict | None) -> dict[str, Any]:
         kwargs = {"tags": ["diffusers"], "pipeline_tag": None, **(model_card_kwargs or {})}
         unet_config = {k: v for k, v in self.unet.config.items() if not k.startswith("_")}
-        kwargs.setdefault("config", {"max_degree": self.shdd.max_degree, **unet_config})
+        backbone = self._backbone_config()
+        kwargs.setdefault("config", {"max_degree": self.shdd.max_degree, **unet_config, "backbone": backbone})
+        kwargs.setdefault("backbone", backbone)
         return kwargs
 
     @classmethod
@@ -379,8 +440,15 @@ class LocDiffPipeline:
         if sched_cls is None:
             raise ValueError(f"scheduler: unsupported class {sched_cfg.get('_class_name')!r}")
         scheduler = sched_cls.from_pretrained(path / "scheduler")
+        backbone = config.get("backbone")
         return cls(
-            unet, scheduler, config["shdd"], sample_scale=config["sample_scale"], refine=config.get("refine", True)
+            unet,
+            scheduler,
+            config["shdd"],
+            backbone=load_backbone(backbone, path / "backbone", map_location=map_location) if backbone else None,
+            backbone_finetuned=bool(backbone and backbone.get("finetuned", False)),
+            sample_scale=config["sample_scale"],
+            refine=config.get("refine", True),
         )
 
     def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs) -> str:

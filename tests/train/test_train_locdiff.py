@@ -1,4 +1,8 @@
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ from geo_models.data.embeddings import write_embedding_parquet
 from geo_models.hub import load_model
 from geo_models.locdiff.pipeline import LocDiffPipeline
 
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--degree", "3", "--block_out_dims", "16", "8", "--time_embed_dim", "16", "--num_anchors", "128",
     "--decode_anchors", "500", "--train_batch_size", "16", "--learning_rate", "1e-3",
@@ -97,10 +102,25 @@ def test_cli_errors(train_script, parquet, tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_image_data_asks_to_embed_first(train_script, tmp_path, capsys):
-    root = tmp_path / "images"
-    root.mkdir()
-    (root / "metadata.csv").write_text("file_name,latitude,longitude\na.png,1,2\n")
-    with pytest.raises(SystemExit):
-        train_script("train_locdiff").parse_args(["--train_data", str(root), "--output_dir", str(tmp_path)])
-    assert "embed first with train/embed_images.py" in capsys.readouterr().err
+def test_two_processes(parquet, tmp_path):
+    """Two CPU processes under accelerate (torchrun + gloo): DDP over the CS-UNet, one checkpoint RNG per rank."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(port), str(REPO / "train" / "train_locdiff.py"),
+        "--train_data", str(parquet), "--output_dir", str(out), *TINY,
+        "--max_train_steps", "3", "--checkpointing_steps", "3",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes" in result.stderr
+    assert sorted(p.name for p in (out / "checkpoint-3").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    pred = load_model(out).predict(image_embeddings=torch.randn(2, 8), num_samples=2, num_inference_steps=2)
+    assert pred.latlon.shape == (2, 2)

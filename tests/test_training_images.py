@@ -1,0 +1,74 @@
+"""geo_models.training_images: seeded image batches and backbone fine-tuning shared by the training scripts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from geo_models.data.imagefolder import write_imagefolder_metadata
+from geo_models.encoders.image import OpenCLIPBackbone
+from geo_models.training_images import (
+    ImageFolderSource,
+    ViewsTransform,
+    encode_views,
+    finalize_backbone,
+    setup_finetuning,
+)
+
+
+@pytest.fixture(scope="module")
+def imagefolder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / f"images/{i}.png")
+        rows.append({"file_name": f"images/{i}.png", "latitude": -40.0 + 8 * i, "longitude": 100.0 - 20 * i})
+    write_imagefolder_metadata(root, pd.DataFrame(rows))
+    return root
+
+
+def take(source, start_step, n):
+    batches = source.batches(start_step)
+    return [next(batches) for _ in range(n)]
+
+
+def test_views_are_seeded_per_step_and_item(imagefolder):
+    views = ViewsTransform(OpenCLIPBackbone("tiny-vit").train_transform(0.5), 2)
+
+    def source(num_workers):
+        return ImageFolderSource(imagefolder, views, 4, 0, 0, 1, num_workers)
+
+    state = torch.random.get_rng_state()
+    full = take(source(0), 0, 4)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG (dropout...) is left alone
+    assert full[0][0].shape == (4, 2, 3, 32, 32) and full[0][1].shape == (4, 2)
+    assert not torch.equal(full[0][0][:, 0], full[0][0][:, 1])  # two different views of each image
+    resumed = take(source(1), 2, 2)  # a resumed run, loading in a worker process
+    for (a, la), (b, lb) in zip(full[2:], resumed):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_finetuning_trains_every_trainable_weight_and_finalizes(finetune):
+    class Model:  # any model with a .backbone and mark_backbone_finetuned()
+        finetuned = False
+
+        def mark_backbone_finetuned(self):
+            self.finetuned = True
+
+    model = Model()
+    model.backbone = OpenCLIPBackbone("tiny-vit")
+    setup_finetuning(model.backbone, finetune, lora_rank=2)
+    encode_views(model.backbone, torch.randn(2, 3, 3, 32, 32), trainable=True).square().sum().backward()
+    trainable = {n: p for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(p.grad is not None for p in trainable.values()), [
+        n for n, p in trainable.items() if p.grad is None
+    ]  # no dead adapters (DDP fails on parameters without gradients)
+    finalize_backbone(model, finetune)
+    assert model.finetuned and not any(p.requires_grad for p in model.backbone.parameters())
+    assert model.backbone.model.state_dict().keys() == OpenCLIPBackbone("tiny-vit").model.state_dict().keys()
+    with pytest.raises(ValueError, match="finetune"):
+        setup_finetuning(model.backbone, "half")
