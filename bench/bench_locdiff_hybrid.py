@@ -2,7 +2,8 @@
 
 Trains GeoCLIP (train/train_geoclip.py) and LocDiff (train/train_locdiff.py) on the procedural-clip embeddings of the
 20K training images, then predicts the test images with each and with the hybrid (GeoCLIP retrieval restricted to
-200 km around LocDiff's 16 samples, gallery = GeoCLIP's saved training coordinates).
+200 km around LocDiff's 16 samples or around its point estimate, gallery = GeoCLIP's saved training coordinates).
+LocDiff is decoded with a Fibonacci grid of 21K and of 1M anchors (the paper's Table 2 robustness claim).
 
     python bench/bench_locdiff_hybrid.py --output_json bench/results/locdiff_hybrid.json
 """
@@ -34,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--locdiff_steps", type=int, default=2000)
     p.add_argument("--degree", type=int, default=15)
     p.add_argument("--radius_km", type=float, default=200.0)
+    p.add_argument("--anchors", default="21000,1000000", help="decoding anchor-set sizes compared for LocDiff")
+    p.add_argument("--reuse", action="store_true", help="reuse the models trained by an earlier run in data_dir")
     p.add_argument("--output_json", default="bench/results/locdiff_hybrid.json")
     return p.parse_args(argv)
 
@@ -49,7 +52,8 @@ def main(argv=None) -> dict:
     # 1. Train both models on the same embedding parquet
     geoclip_dir, locdiff_dir = data_dir / "hybrid_geoclip", data_dir / "hybrid_locdiff"
     t0 = time.time()
-    load_script("train_geoclip").main(
+    train = not (args.reuse and (geoclip_dir / "config.json").exists() and (locdiff_dir / "config.json").exists())
+    train and load_script("train_geoclip").main(
         ["--train_data", str(paths["train"]), "--output_dir", str(geoclip_dir), "--max_train_steps",
          str(args.geoclip_steps), "--train_batch_size", "256", "--learning_rate", "5e-4", "--lr_decay", "0.97",
          "--queue_size", "1024", "--hidden_dim", "512", "--projection_dim", "256", "--num_features", "128",
@@ -57,7 +61,7 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     seconds["train_geoclip"] = time.time() - t0
     t0 = time.time()
-    load_script("train_locdiff").main(
+    train and load_script("train_locdiff").main(
         ["--train_data", str(paths["train"]), "--output_dir", str(locdiff_dir), "--degree", str(args.degree),
          "--max_train_steps", str(args.locdiff_steps), "--train_batch_size", "256", "--learning_rate", "1e-3",
          "--dropout", "0.1", "--decode_anchors", "20000", "--checkpointing_steps", "1000000", "--logging_steps", "100"]
@@ -71,16 +75,26 @@ def main(argv=None) -> dict:
     t0 = time.time()
     results["GeoCLIP"] = geolocation_metrics(geoclip.predict(image_embeddings=test_emb, top_k=1).latlon, test_ll)
     seconds["predict_geoclip"] = time.time() - t0
-    t0 = time.time()
-    hybrid = pipe.predict_hybrid(
-        geoclip, test_emb, radius_km=args.radius_km, top_k=1, num_inference_steps=20,
-        generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
-    seconds["predict_locdiff_and_hybrid"] = time.time() - t0
-    results["LocDiff (DDIM 20, spherical mean of 16)"] = geolocation_metrics(hybrid.extras["locdiff"].latlon, test_ll)
-    results[f"LocDiff-H (GeoCLIP within {args.radius_km:g} km of the samples)"] = geolocation_metrics(
-        hybrid.latlon, test_ll
-    )
+    anchors = [int(a) for a in args.anchors.split(",")]
+    for n in anchors:
+        pipe.shdd.decode_anchors = n
+        t0 = time.time()
+        seed = torch.Generator().manual_seed(0)
+        pred = pipe.predict(image_embeddings=test_emb, num_inference_steps=20, generator=seed)
+        seconds[f"predict_locdiff_{n}_anchors"] = time.time() - t0
+        results[f"LocDiff (DDIM 20, mean of 16, {n:,} anchors)"] = geolocation_metrics(pred.latlon, test_ll)
+    pipe.shdd.decode_anchors = anchors[0]
+    for around in ("samples", "estimate"):
+        t0 = time.time()
+        hybrid = pipe.predict_hybrid(
+            geoclip, test_emb, radius_km=args.radius_km, around=around, top_k=1, num_inference_steps=20,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        seconds[f"predict_hybrid_{around}"] = time.time() - t0
+        where = "the 16 samples" if around == "samples" else "the point estimate"
+        results[f"LocDiff-H (GeoCLIP within {args.radius_km:g} km of {where})"] = geolocation_metrics(
+            hybrid.latlon, test_ll
+        )
     table = markdown_table(results, COLUMNS)
     print(table)
     out = {"args": vars(args), "results": results, "seconds": seconds, "table": table}

@@ -174,3 +174,21 @@ def tiny_stable_diffusion_pipeline(seed: int = 0):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# ----------------------------------------------------------------------------------------------- sphere flow
+def tiny_sphere_flow_pipeline(objective: str = "riemannian", seed: int = 0, *, embedding_dim: int = 16):
+    """A seeded, untrained `SphereFlowPipeline` (width 32, 2 blocks, `cond_dim=embedding_dim`), no backbone.
+
+    Every weight is random, including the layers a fresh `GeoAdaLNMLP` zero-initialises (the block outputs and the
+    output layer, drawn with std 0.3 here), so the field, the samples and the density are non-trivial: the
+    Riemannian density varies about 3x over the globe and the exact likelihood needs ~100 function evaluations.
+    """
+    from geo_models.flow import GeoAdaLNMLP, SphereFlowPipeline
+
+    with _seeded(seed):
+        network = GeoAdaLNMLP(input_dim=3, dim=32, depth=2, expansion=2, cond_dim=embedding_dim)
+        for layer in [block.mlp[3] for block in network.blocks] + [network.final_linear]:
+            torch.nn.init.normal_(layer.weight, std=0.3)
+            torch.nn.init.normal_(layer.bias, std=0.3)
+    return SphereFlowPipeline(network.eval(), objective=objective)
