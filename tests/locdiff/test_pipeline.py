@@ -182,3 +182,19 @@ def test_hybrid_around_the_point_estimate(pipe):
     assert (haversine_km(pred.candidates, estimate[:, None]) <= 2500 + 1e-3).all()
     with pytest.raises(ValueError, match="around"):
         pipe.predict_hybrid(geoclip, x, around="everywhere", num_inference_steps=2)
+
+
+def test_hybrid_empty_region_falls_back_to_locdiff_or_geoclip(pipe):
+    from geo_models.geoclip import GeoCLIP
+
+    geoclip = GeoCLIP(embedding_dim=8, projection_dim=8, num_features=8, hidden_dim=16, num_layers=1)
+    gallery = torch.tensor([[0.0, 0.0], [0.5, 0.5]])  # two points; a 1 m radius around the samples holds neither
+    x = torch.randn(2, 8, generator=torch.Generator().manual_seed(4))
+    kwargs = dict(radius_km=0.001, top_k=1, gallery=gallery, num_samples=4, num_inference_steps=2)
+    keep = pipe.predict_hybrid(geoclip, x, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert keep.extras["empty_region"].all()
+    torch.testing.assert_close(keep.latlon, keep.extras["locdiff"].latlon.to(keep.latlon))
+    whole = pipe.predict_hybrid(geoclip, x, fallback="geoclip", generator=torch.Generator().manual_seed(0), **kwargs)
+    assert (haversine_km(whole.latlon[:, None], gallery[None]).min(1).values < 1e-3).all()
+    with pytest.raises(ValueError, match="fallback"):
+        pipe.predict_hybrid(geoclip, x, fallback="nearest", num_inference_steps=2)
