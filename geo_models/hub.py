@@ -26,6 +26,7 @@ MODEL_TYPES: dict[str, str] = {
     "geoclip": "geo_models.geoclip.modeling:GeoCLIP",
     "knn": "geo_models.baselines:KNNGeolocator",
     "locdiff": "geo_models.locdiff.pipeline:LocDiffPipeline",
+    "sphere_flow": "geo_models.flow.pipeline:SphereFlowPipeline",
 }
 
 

@@ -10,6 +10,7 @@ from geo_models.testing.tiny import (
     save_clip_tokenizer,
     tiny_open_clip,
     tiny_sd_components,
+    tiny_sphere_flow_pipeline,
     tiny_stable_diffusion_pipeline,
     tiny_text_encoder_config,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "save_clip_tokenizer",
     "tiny_open_clip",
     "tiny_sd_components",
+    "tiny_sphere_flow_pipeline",
     "tiny_stable_diffusion_pipeline",
     "tiny_text_encoder_config",
 ]
