@@ -196,3 +196,32 @@ def tiny_sphere_flow_pipeline(objective: str = "riemannian", seed: int = 0, *, e
                 layer.bias.normal_(std=0.05)
             network.time_embedder.map_time[2].weight.mul_(0.05)
     return SphereFlowPipeline(network.eval(), objective=objective)
+
+
+# ----------------------------------------------------------------------------------------------- GPS-to-image
+TINY_GPS_AREA = {"lat_range": (40.70, 40.88), "lon_range": (-74.02, -73.91)}  # Manhattan
+TINY_LANDMARK_CENTRE = (48.8584, 2.2945)  # the Eiffel Tower
+
+
+def tiny_gps_to_image_pipeline(seed: int = 0):
+    """A seeded, untrained `GPSToImagePipeline` on `tiny_sd_components(seed)`: 32x32 images, text width 32, a
+    `GPSEmbedder` over Manhattan (lat 40.70-40.88, lon -74.02 - -73.91). Progress bar off."""
+    from geo_models.generation import GPSEmbedder, GPSToImagePipeline
+
+    with _seeded(seed + 3):
+        gps_embedder = GPSEmbedder(hidden_size=32, **TINY_GPS_AREA)
+    pipe = GPSToImagePipeline(**tiny_sd_components(seed), gps_embedder=gps_embedder.eval())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_angle_to_image_pipeline(seed: int = 0, *, num_tokens: int = 1):
+    """A seeded, untrained `AngleToImagePipeline` on `tiny_sd_components(seed)`: 32x32 images, an `AngleEmbedder`
+    (width 32, `num_tokens` tokens) around the Eiffel Tower (48.8584, 2.2945). Progress bar off."""
+    from geo_models.generation import AngleEmbedder, AngleToImagePipeline
+
+    with _seeded(seed + 4):
+        angle_embedder = AngleEmbedder(hidden_size=32, centre_latlon=TINY_LANDMARK_CENTRE, num_tokens=num_tokens)
+    pipe = AngleToImagePipeline(**tiny_sd_components(seed), angle_embedder=angle_embedder.eval())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

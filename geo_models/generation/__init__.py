@@ -1,0 +1,45 @@
+"""GPS-to-image and angle-to-image diffusion ("GPS as a Control Signal for Image Generation", sec. 3.1-3.2): the GPS /
+angle embedders and the diffusers pipelines with two-condition guidance (eq. 4), average images (eq. 8) and the
+angle model's guidance (eq. 7).
+
+Importing this package also makes the two pipeline classes resolvable by name from ``diffusers``, so
+``DiffusionPipeline.from_pretrained(dir)`` rebuilds a saved ``GPSToImagePipeline`` / ``AngleToImagePipeline``
+(diffusers looks ``model_index.json``'s ``_class_name`` up in its own namespace; the embedder components are found
+through their module path, ``geo_models.generation.conditioning``, which this also declares to diffusers so that Hub
+repo ids load too). ``GPSToImagePipeline.from_pretrained(dir_or_repo)`` works as well.
+"""
+
+import diffusers as _diffusers
+
+from geo_models.generation.conditioning import AngleEmbedder, GPSEmbedder
+from geo_models.generation.pipeline_angle_to_image import AngleToImagePipeline
+from geo_models.generation.pipeline_gps_to_image import GPSToImagePipeline, check_coordinates, sample_area
+from geo_models.generation.pipeline_utils import GeoConditionedDiffusionPipeline, GeoImagePipelineOutput
+
+__all__ = [
+    "AngleEmbedder",
+    "AngleToImagePipeline",
+    "GPSEmbedder",
+    "GPSToImagePipeline",
+    "GeoConditionedDiffusionPipeline",
+    "GeoImagePipelineOutput",
+    "check_coordinates",
+    "sample_area",
+]
+
+
+def _register_with_diffusers() -> None:
+    """Expose the pipelines as ``diffusers.<Name>`` (only names diffusers does not define itself), and declare the
+    embedders' module a library diffusers loads components from: ``DiffusionPipeline.download`` (Hub repo ids)
+    rejects a ``model_index.json`` component whose library is not in ``LOADABLE_CLASSES``."""
+    from diffusers.pipelines import pipeline_loading_utils
+
+    for cls in (GPSToImagePipeline, AngleToImagePipeline):
+        if getattr(_diffusers, cls.__name__, None) is None:
+            setattr(_diffusers, cls.__name__, cls)
+    pipeline_loading_utils.LOADABLE_CLASSES.setdefault(
+        GPSEmbedder.__module__, {"ModelMixin": ["save_pretrained", "from_pretrained"]}
+    )
+
+
+_register_with_diffusers()

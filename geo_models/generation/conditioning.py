@@ -1,0 +1,187 @@
+"""GPS and angle conditioning of GPS-to-image diffusion (paper sec. 3.1-3.2, 4.1, A.2.1).
+
+Both embedders turn coordinates into a few tokens of the text encoder's width, appended to the text tokens along the
+sequence axis (the UNet's cross-attention takes any number of tokens, so no UNet change is needed).
+
+Note: ``ModelMixin`` must stay importable from this module: ``DiffusionPipeline.from_pretrained`` resolves the
+``gps_embedder`` entry of ``model_index.json`` (``["geo_models.generation.conditioning", "GPSEmbedder"]``) by
+importing this module and looking up its loadable base classes in it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from geo_models.encoders.networks import MLP
+from geo_models.encoders.positional import NeRFPositionalEncoding
+from geo_models.sphere import azimuth_around, check_latlon
+
+__all__ = ["AngleEmbedder", "GPSEmbedder", "ModelMixin"]
+
+
+def _check_range(name: str, bounds, lo: float, hi: float) -> tuple[float, float]:
+    bounds = tuple(float(b) for b in bounds)
+    if len(bounds) != 2 or not all(math.isfinite(b) for b in bounds):
+        raise ValueError(f"{name} must be two finite numbers (min, max), got {bounds}")
+    if not lo <= bounds[0] < bounds[1] <= hi:
+        raise ValueError(f"{name} must satisfy {lo} <= min < max <= {hi}, got {bounds}")
+    return bounds
+
+
+def _two_layer_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> MLP:
+    """``Linear -> SiLU -> Linear``: the paper's "two-layer MLP" (sec. 4.1)."""
+    return MLP(in_dim, hidden_dim, out_dim, num_layers=1, activation=nn.SiLU)
+
+
+class GPSEmbedder(ModelMixin, ConfigMixin):
+    r"""GPS embedding ``g = [f(x), f(y)] \in R^{2 x D}`` of sec. 3.1 (x = longitude, y = latitude), appended to the
+    CLIP text tokens ``p \in R^{L x D}`` to form the condition of eq. 3 and eq. 4.
+
+    Each coordinate is normalised to [-1, 1] over the training area (sec. 4.1: "for each city, we normalize (x, y)
+    to the range [-1, 1]"), encoded by a NeRF positional encoding with ``num_frequencies`` (10) frequencies and mapped
+    by a two-layer MLP to one token of width ``hidden_size``. Longitude and latitude get separate MLPs: the UNet's
+    cross-attention is permutation-invariant over tokens, so a single shared ``f`` would make ``(lat, lon)`` and
+    ``(lon, lat)`` the same condition.
+
+    Args:
+        hidden_size: token width ``D``, the text encoder's hidden size (768 for SD 1.x, 1024 for SD 2.x).
+        lat_range: ``(min, max)`` latitude of the training area, degrees; mapped to [-1, 1].
+        lon_range: ``(min, max)`` longitude of the training area, degrees; mapped to [-1, 1].
+        num_frequencies: frequencies ``2^k pi``, ``k < num_frequencies``, of the positional encoding.
+        include_input: also feed the normalised coordinate itself to the MLP. The lowest frequency (``pi``) has period
+            2, so without it the two edges of the area (-1 and 1) would get the same encoding.
+        mlp_hidden_dim: hidden width of the MLPs (default: ``hidden_size``).
+
+    Input ``latlon (N, 2)`` degrees, latitude first; output ``(N, 2, hidden_size)`` = ``[f(lon), f(lat)]``.
+    NaN / infinite values or coordinates outside [-90, 90] x [-180, 180] raise ``ValueError``; valid coordinates
+    outside the training area only warn (the embedding extrapolates beyond [-1, 1]).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        hidden_size: int = 768,
+        lat_range: tuple[float, float] = (-90.0, 90.0),
+        lon_range: tuple[float, float] = (-180.0, 180.0),
+        num_frequencies: int = 10,
+        include_input: bool = True,
+        mlp_hidden_dim: int | None = None,
+    ):
+        super().__init__()
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+        self.lat_range = _check_range("lat_range", lat_range, -90.0, 90.0)
+        self.lon_range = _check_range("lon_range", lon_range, -180.0, 180.0)
+        self.positional_encoding = NeRFPositionalEncoding(1, num_frequencies, include_input=include_input)
+        hidden = mlp_hidden_dim or hidden_size
+        self.lon_mlp = _two_layer_mlp(self.positional_encoding.output_dim, hidden, hidden_size)
+        self.lat_mlp = _two_layer_mlp(self.positional_encoding.output_dim, hidden, hidden_size)
+
+    @property
+    def num_tokens(self) -> int:
+        return 2
+
+    def normalize(self, latlon, name: str = "latlon") -> torch.Tensor:
+        """``latlon (..., 2)`` degrees -> ``(..., 2)`` normalised ``[lat, lon]``, in [-1, 1] inside the area."""
+        t = check_latlon(latlon, name)
+        lo = t.new_tensor([self.lat_range[0], self.lon_range[0]])
+        hi = t.new_tensor([self.lat_range[1], self.lon_range[1]])
+        out = 2 * (t - lo) / (hi - lo) - 1
+        if out.numel() and out.abs().max() > 1 + 1e-6:
+            warnings.warn(
+                f"{name}: some coordinates lie outside the training area (lat {self.lat_range}, lon "
+                f"{self.lon_range}); the GPS embedding extrapolates there",
+                UserWarning,
+                stacklevel=2,
+            )
+        return out
+
+    def forward(self, latlon) -> torch.Tensor:
+        """``latlon (N, 2)`` degrees, latitude first -> tokens ``(N, 2, hidden_size)`` = ``[f(lon), f(lat)]``."""
+        v = self.normalize(latlon).to(device=self.device, dtype=self.dtype)
+        lat_pe = self.positional_encoding(v[..., 0:1])
+        lon_pe = self.positional_encoding(v[..., 1:2])
+        return torch.stack([self.lon_mlp(lon_pe), self.lat_mlp(lat_pe)], dim=-2)
+
+
+class AngleEmbedder(ModelMixin, ConfigMixin):
+    r"""Angle embedding ``g' = f'(\alpha) \in R^{1 x D}`` of the angle-to-image diffusion (sec. 3.2, 4.1, A.2.1).
+
+    ``\alpha`` is the azimuth of the camera's GPS position seen from the landmark centre ``(x_c, y_c)`` (sec. 3.2,
+    ``\alpha = arctan((y - y_c) / (x - x_c))``; computed here as the great-circle bearing centre -> camera, degrees
+    clockwise from north, with :func:`geo_models.sphere.azimuth_around`), mapped to the nearest ``bin_deg`` (10)
+    degree bin, normalised to [-1, 1] (``bin / 180 - 1``), encoded by a NeRF positional encoding with 10 frequencies
+    and a two-layer MLP. With the input itself left out (the default) the encoding is periodic in the angle: 0 and
+    360 degrees get the same code.
+
+    Args:
+        hidden_size: token width ``D`` (the text encoder's hidden size).
+        centre_latlon: ``(lat, lon)`` of the landmark centre, degrees.
+        bin_deg: angle bin width in degrees (360 must be a multiple of it).
+        num_tokens: tokens per angle (1 as in the paper, or 2).
+        num_frequencies: frequencies of the positional encoding.
+        include_input: also feed the normalised angle to the MLP (breaks the periodicity).
+        mlp_hidden_dim: hidden width of the MLP (default: ``hidden_size``).
+
+    ``forward(azimuth_deg (N,))`` -> ``(N, num_tokens, hidden_size)``; ``embed_latlon(camera_latlon (N, 2))`` does
+    the azimuth first.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        hidden_size: int = 768,
+        centre_latlon: tuple[float, float] = (0.0, 0.0),
+        bin_deg: float = 10.0,
+        num_tokens: int = 1,
+        num_frequencies: int = 10,
+        include_input: bool = False,
+        mlp_hidden_dim: int | None = None,
+    ):
+        super().__init__()
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+        if num_tokens not in (1, 2):
+            raise ValueError(f"num_tokens must be 1 or 2, got {num_tokens}")
+        if not (bin_deg > 0 and abs(360.0 / bin_deg - round(360.0 / bin_deg)) < 1e-9):
+            raise ValueError(f"bin_deg must be > 0 and divide 360, got {bin_deg}")
+        self.centre = check_latlon(torch.tensor(centre_latlon, dtype=torch.float64), "centre_latlon")
+        self.positional_encoding = NeRFPositionalEncoding(1, num_frequencies, include_input=include_input)
+        hidden = mlp_hidden_dim or hidden_size
+        self.mlp = _two_layer_mlp(self.positional_encoding.output_dim, hidden, num_tokens * hidden_size)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens
+
+    def azimuth(self, camera_latlon, name: str = "camera_latlon") -> torch.Tensor:
+        """Camera positions ``(..., 2)`` degrees -> azimuth around the landmark centre ``(...)``, degrees [0, 360)."""
+        t = check_latlon(camera_latlon, name)
+        return azimuth_around(t.double(), self.centre.to(t.device)).to(t.dtype)
+
+    def normalize(self, azimuth_deg, name: str = "azimuth") -> torch.Tensor:
+        """Azimuth ``(...)`` degrees -> nearest bin, normalised to [-1, 1): ``(...)``."""
+        a = torch.as_tensor(azimuth_deg, dtype=torch.float32) if not torch.is_tensor(azimuth_deg) else azimuth_deg
+        if not a.is_floating_point():
+            a = a.float()
+        if not torch.isfinite(a).all():
+            raise ValueError(f"{name} must be finite (no NaN or inf)")
+        bin_deg = self.config.bin_deg
+        binned = torch.remainder(torch.round(torch.remainder(a, 360.0) / bin_deg) * bin_deg, 360.0)
+        return binned / 180.0 - 1.0
+
+    def forward(self, azimuth_deg) -> torch.Tensor:
+        """``azimuth_deg (N,)`` degrees -> tokens ``(N, num_tokens, hidden_size)``."""
+        v = self.normalize(azimuth_deg).to(device=self.device, dtype=self.dtype)
+        out = self.mlp(self.positional_encoding(v.unsqueeze(-1)))
+        return out.unflatten(-1, (self.config.num_tokens, self.config.hidden_size))
+
+    def embed_latlon(self, camera_latlon) -> torch.Tensor:
+        """Camera GPS ``(N, 2)`` degrees -> tokens ``(N, num_tokens, hidden_size)``."""
+        return self(self.azimuth(camera_latlon))

@@ -1,0 +1,139 @@
+"""What the GPS-to-image and angle-to-image pipelines share: input checks, text encoding, latents, the denoising
+loop and decoding. Each pipeline only says how it builds its conditions and combines its noise predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class GeoImagePipelineOutput(BaseOutput):
+    """Output of :class:`GPSToImagePipeline` and :class:`AngleToImagePipeline`.
+
+    Attributes:
+        images: a list of PIL images, a ``(N, H, W, 3)`` numpy array in [0, 1] or a ``(N, 3, H, W)`` tensor in [0, 1]
+            (``output_type="latent"``: the ``(N, 4, H / 8, W / 8)`` latents), one image per prompt.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+def as_prompts(prompt) -> list[str]:
+    """``str`` or list of ``str`` (empty strings allowed, as in diffusers) -> list; anything else -> ValueError."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    raise ValueError(f"prompt must be a string or a non-empty list of strings, got {type(prompt).__name__}")
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_scale(value, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from err
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+class GeoConditionedDiffusionPipeline(DiffusionPipeline):
+    """Base class: a Stable-Diffusion-style pipeline whose condition is text tokens + extra (GPS or angle) tokens.
+
+    Subclasses register ``vae, text_encoder, tokenizer, unet, scheduler`` and their embedder, and call
+    :meth:`_check_common`, :meth:`_encode_text`, :meth:`_prepare_latents`, :meth:`_denoise` and :meth:`_decode`.
+    """
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def _check_common(self, num_inference_steps, height, width, output_type) -> tuple[int, int, int]:
+        """Validate the arguments every pipeline shares; returns ``(num_inference_steps, height, width)``."""
+        num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
+        default = self.unet.config.sample_size * self.vae_scale_factor
+        height = default if height is None else check_positive_int(height, "height")
+        width = default if width is None else check_positive_int(width, "width")
+        for name, value in (("height", height), ("width", width)):
+            if value % self.vae_scale_factor:
+                raise ValueError(f"{name} must be divisible by {self.vae_scale_factor}, got {value}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        return num_inference_steps, height, width
+
+    @torch.no_grad()
+    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """``B`` prompts -> CLIP text tokens ``(B, L, D)`` (``L = tokenizer.model_max_length``)."""
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return self.text_encoder(ids.to(self._execution_device))[0].to(self.unet.dtype)
+
+    def _prepare_latents(self, batch_size, height, width, generator, latents) -> torch.Tensor:
+        shape = (
+            batch_size,
+            self.unet.config.in_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"generator: got a list of {len(generator)} generators for a batch of {batch_size}")
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device=self._execution_device, dtype=self.unet.dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    def _predict_noise(self, latents: torch.Tensor, t, contexts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """One batched UNet call for several conditions.
+
+        ``latents (B, C, h, w)`` and ``contexts``: K tensors ``(B, T, D)`` (same ``T``) -> K noise predictions
+        ``(B, C, h, w)``, computed as one batch of ``K * B``.
+        """
+        model_input = self.scheduler.scale_model_input(torch.cat([latents] * len(contexts)), t)
+        noise = self.unet(model_input, t, encoder_hidden_states=torch.cat(list(contexts))).sample
+        return list(noise.chunk(len(contexts)))
+
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        num_inference_steps: int,
+        guided_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """The reverse process: at every timestep ``t``, ``guided_noise(latents, t)`` then a scheduler step."""
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        with self.progress_bar(total=len(self.scheduler.timesteps)) as progress:
+            for t in self.scheduler.timesteps:
+                noise = guided_noise(latents, t)
+                latents = self.scheduler.step(noise, t, latents).prev_sample
+                progress.update()
+        return latents
+
+    @torch.no_grad()
+    def _decode(self, latents: torch.Tensor, output_type: str):
+        if output_type == "latent":
+            return latents
+        image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return VaeImageProcessor(vae_scale_factor=self.vae_scale_factor).postprocess(image, output_type=output_type)
