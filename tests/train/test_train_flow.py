@@ -1,0 +1,208 @@
+"""train_flow.py: the three objectives, EMA, exact resume, validation (with NLL) into the card, Hub, 2 processes,
+images through a tiny backbone, CLI errors."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from geo_models.data.embeddings import write_embedding_parquet
+from geo_models.data.procedural import generate_world
+from geo_models.encoders.image import BACKBONE_WEIGHTS_NAME
+from geo_models.flow import SphereFlowPipeline
+from geo_models.hub import load_model
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "--dim", "16", "--depth", "2", "--expansion", "2", "--train_batch_size", "16", "--learning_rate", "1e-3",
+    "--lr_warmup_steps", "1", "--validation_num_samples", "2", "--validation_inference_steps", "2",
+]  # fmt: skip
+PREDICT = {"num_samples": 2, "num_inference_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def parquet(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    latlon = torch.rand(48, 2, generator=g) * torch.tensor([140.0, 340.0]) - torch.tensor([70.0, 170.0])
+    emb = torch.cat([latlon / 90, torch.randn(48, 6, generator=g)], 1)
+    path = tmp_path_factory.mktemp("emb") / "train.parquet"
+    write_embedding_parquet(path, emb, latlon)
+    return path
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(folder) / "network" / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.mark.parametrize("objective", ["riemannian", "flow_r3", "diffusion_r3"])
+def test_objectives_save_and_reload(train_script, parquet, tmp_path, objective):
+    pipe = train_script("train_flow").main(
+        ["--train_data", str(parquet), "--output_dir", str(tmp_path), *TINY, "--max_train_steps", "3",
+         "--objective", objective]
+    )  # fmt: skip
+    assert pipe.objective.name == objective
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded, SphereFlowPipeline) and loaded.objective.name == objective
+    assert json.loads((tmp_path / "config.json").read_text())["objective"] == objective
+    assert loaded.network.config.dim == 16 and loaded.network.config.depth == 2 and loaded.embedding_dim == 8
+    saved, returned = weights(tmp_path), pipe.network.state_dict()
+    assert all(torch.equal(saved[k], returned[k]) for k in saved)
+    x = torch.randn(2, 8)
+    a = loaded.predict(image_embeddings=x, generator=torch.Generator().manual_seed(0), **PREDICT)
+    b = pipe.predict(image_embeddings=x, generator=torch.Generator().manual_seed(0), **PREDICT)
+    assert torch.equal(a.latlon, b.latlon) and a.latlon.shape == (2, 2)
+    logp = loaded.log_prob(torch.tensor([[10.0, 20.0]]), image_embeddings=x[:1], atol=1e-4, rtol=1e-4)
+    assert torch.isfinite(logp).all()
+    log = [json.loads(line) for line in (tmp_path / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 3 and all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_saved_weights_are_the_ema(train_script, parquet, tmp_path):
+    """--ema_decay 0 saves the last weights; the default EMA saves an average that differs from them."""
+    train = train_script("train_flow")
+    common = ["--train_data", str(parquet), *TINY, "--max_train_steps", "4", "--seed", "2"]
+    raw = train.main([*common, "--output_dir", str(tmp_path / "raw"), "--ema_decay", "0"])
+    ema = train.main([*common, "--output_dir", str(tmp_path / "ema"), "--ema_decay", "0.999"])
+    a, b = raw.network.state_dict(), ema.network.state_dict()
+    changed = [k for k in a if not torch.equal(a[k], b[k])]
+    assert changed and all(torch.isfinite(v).all() for v in b.values())
+
+
+def test_resume_matches_uninterrupted_run(train_script, parquet, tmp_path, monkeypatch):
+    """Killed right after its checkpoint at step 3 and resumed: the same final (EMA) weights, losses and learning
+    rates (warmup + cosine over the same 7 steps) as a run of 7 steps in one go."""
+    train = train_script("train_flow")
+    common = ["--train_data", str(parquet), *TINY, "--checkpointing_steps", "3", "--seed", "1"]
+    common += ["--lr_warmup_steps", "2", "--max_train_steps", "7", "--logging_steps", "1"]
+    train.main([*common, "--output_dir", str(tmp_path / "a")])
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise Killed
+
+    save_checkpoint = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train.main([*common, "--output_dir", str(tmp_path / "b")])
+    monkeypatch.setattr(train, "save_checkpoint", save_checkpoint)
+    assert not (tmp_path / "b" / "network").exists()
+    train.main([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "latest"])
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert (tmp_path / "b" / "checkpoint-3" / "custom_checkpoint_0.pkl").is_file()  # the EMA state
+    log_a = [json.loads(x) for x in (tmp_path / "a" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "b" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]  # same losses, same lr schedule
+    assert [r["lr"] for r in log_a] == [r["lr"] for r in log_b]
+
+
+def test_bf16(train_script, parquet, tmp_path):
+    pipe = train_script("train_flow").main(
+        ["--train_data", str(parquet), "--output_dir", str(tmp_path), *TINY, "--max_train_steps", "2",
+         "--objective", "diffusion_r3", "--mixed_precision", "bf16"]
+    )  # fmt: skip
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in pipe.network.parameters())
+
+
+def test_validation_nll_card_and_push(train_script, parquet, local_hub, tmp_path):
+    out = tmp_path / "o"
+    train_script("train_flow").main(
+        ["--train_data", str(parquet), "--output_dir", str(out), *TINY, "--max_train_steps", "2",
+         "--validation_data", str(parquet), "--push_to_hub", "--hub_model_id", "tester/flow-train"]
+    )  # fmt: skip
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["n"] == 48 and np.isfinite(metrics["nll"]) and 0 <= metrics["acc_2500km"] <= 100
+    card = (out / "README.md").read_text()
+    assert "| nll |" in card and "Riemannian flow matching on the sphere" in card
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info("tester/flow-train")
+    assert "nll" in info.card_data["metrics"] and "sphere_flow" in info.card_data["tags"]
+    pulled, local = SphereFlowPipeline.from_pretrained("tester/flow-train"), load_model(out)
+    x = torch.randn(2, 8)
+    a = pulled.predict(image_embeddings=x, generator=torch.Generator().manual_seed(0), **PREDICT)
+    b = local.predict(image_embeddings=x, generator=torch.Generator().manual_seed(0), **PREDICT)
+    assert torch.equal(a.latlon, b.latlon)
+
+
+def test_images_lora_with_validation(train_script, tmp_path):
+    """Imagefolder through a tiny open_clip backbone, LoRA on 2 views; validation on images (NLL via the backbone)."""
+    world = tmp_path / "world"
+    generate_world(world, num_images=12, image_size=32, seed=0, progress=False)
+    out = tmp_path / "out"
+    pipe = train_script("train_flow").main(
+        ["--train_data", str(world), "--output_dir", str(out), *TINY, "--train_batch_size", "4",
+         "--backbone", "tiny-vit", "--backbone_pretrained", "none", "--finetune", "lora", "--lora_rank", "2",
+         "--num_views", "2", "--max_train_steps", "2", "--validation_data", str(world)]
+    )  # fmt: skip
+    assert pipe.backbone is not None and (out / "backbone" / BACKBONE_WEIGHTS_NAME).is_file()
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["n"] == 12 and np.isfinite(metrics["nll"])
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in sorted((world / "images").iterdir())[:2]]
+    loaded = load_model(out)
+    a = loaded.predict(images=images, generator=torch.Generator().manual_seed(0), **PREDICT)
+    b = pipe.predict(images=images, generator=torch.Generator().manual_seed(0), **PREDICT)
+    assert torch.equal(a.extras["samples"], b.extras["samples"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--train_data", "/nonexistent/x"], "--train_data"),
+        (["--objective", "sde"], "--objective"),
+        (["--dim", "0"], "--dim"),
+        (["--depth", "0"], "--depth"),
+        (["--expansion", "0"], "--expansion"),
+        (["--train_batch_size", "0"], "--train_batch_size"),
+        (["--ema_decay", "1"], "--ema_decay"),
+        (["--cond_drop_prob", "1.5"], "--cond_drop_prob"),
+        (["--learning_rate", "0"], "--learning_rate"),
+        (["--schedule_tau", "0"], "--schedule_"),
+        (["--validation_sampler", "ddpm"], "--objective diffusion_r3"),
+        (["--push_to_hub"], "--hub_model_id"),
+        (["--finetune", "lora"], "--finetune lora/full"),
+    ],
+)
+def test_cli_errors(train_script, parquet, tmp_path, capsys, extra, message):
+    argv = ["--train_data", str(parquet), "--output_dir", str(tmp_path), *extra]
+    with pytest.raises(SystemExit):
+        train_script("train_flow").parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_two_processes(parquet, tmp_path):
+    """Two CPU processes under accelerate (torchrun + gloo): DDP over the network, EMA and RNG per rank saved."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(port), str(REPO / "train" / "train_flow.py"),
+        "--train_data", str(parquet), "--output_dir", str(out), *TINY,
+        "--max_train_steps", "3", "--checkpointing_steps", "3",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes" in result.stderr
+    assert sorted(p.name for p in (out / "checkpoint-3").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    assert (out / "checkpoint-3" / "custom_checkpoint_0.pkl").is_file()
+    pred = load_model(out).predict(image_embeddings=torch.randn(2, 8), **PREDICT)
+    assert pred.latlon.shape == (2, 2)
