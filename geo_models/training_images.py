@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from geo_models.data import GeoImageFolder, GeoWebDataset
+from geo_models.data import GeoImageFolder, GeoWebDataset, dataset_format
 from geo_models.training import EmbeddingSource, step_batch_indices, steps_per_epoch
 
 __all__ = [
@@ -72,6 +72,38 @@ def check_image_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.data_format == "embeddings" and (args.finetune != "frozen" or args.num_views != 1):
         parser.error("--finetune lora/full and --num_views > 1 need images, not precomputed embeddings")
     args.backbone_pretrained = None if str(args.backbone_pretrained).lower() == "none" else args.backbone_pretrained
+
+
+def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``args.data_format`` from ``--train_data`` and validate ``--validation_data`` (embedding parquet or
+    imagefolder; images need image training) and the image flags (:func:`check_image_args`, a known ``--backbone``)."""
+    formats = {}
+    for flag in ("train_data", "validation_data"):
+        try:
+            formats[flag] = dataset_format(getattr(args, flag)) if getattr(args, flag) else None
+        except ValueError as err:
+            parser.error(f"--{flag}: {err}")
+    args.data_format = formats["train_data"]
+    check_image_args(parser, args)
+    if formats["validation_data"] == "webdataset":
+        parser.error(
+            "--validation_data: pass an embedding parquet or an imagefolder (evaluate shards afterwards with "
+            "train/evaluate_geolocation.py)"
+        )
+    if formats["validation_data"] == "imagefolder" and args.data_format == "embeddings":
+        parser.error("--validation_data: images need a backbone; train on images too, or validate on embeddings")
+    if args.data_format != "embeddings" and args.backbone not in open_clip_models():
+        parser.error(f"--backbone {args.backbone!r} is not an open_clip architecture (see open_clip.list_models())")
+
+
+def open_clip_models() -> list[str]:
+    """open_clip's architectures, with the ones shipped in geo_models."""
+    import open_clip
+
+    from geo_models.encoders.image import register_open_clip_configs
+
+    register_open_clip_configs()
+    return open_clip.list_models()
 
 
 # ------------------------------------------------------------------------------------------------------ data

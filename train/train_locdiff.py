@@ -46,7 +46,7 @@ from geo_models.training import (
 from geo_models.training_images import (
     ViewsTransform,
     add_image_args,
-    check_image_args,
+    check_data_args,
     encode_views,
     finalize_backbone,
     image_source,
@@ -111,34 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id")
-    formats = {}
-    for flag in ("train_data", "validation_data"):
-        try:
-            formats[flag] = dataset_format(getattr(args, flag)) if getattr(args, flag) else None
-        except ValueError as err:
-            p.error(f"--{flag}: {err}")
-    args.data_format = formats["train_data"]
-    check_image_args(p, args)
-    if formats["validation_data"] == "webdataset":
-        p.error(
-            "--validation_data: pass an embedding parquet or an imagefolder (evaluate shards afterwards with "
-            "train/evaluate_geolocation.py)"
-        )
-    if formats["validation_data"] == "imagefolder" and args.data_format == "embeddings":
-        p.error("--validation_data: images need a backbone; train on images too, or validate on embeddings")
-    if args.data_format != "embeddings" and args.backbone not in open_clip_models():
-        p.error(f"--backbone {args.backbone!r} is not an open_clip architecture (see open_clip.list_models())")
+    check_data_args(p, args)
     return args
-
-
-def open_clip_models() -> list[str]:
-    """open_clip's architectures, with the ones shipped in geo_models."""
-    import open_clip
-
-    from geo_models.encoders.image import register_open_clip_configs
-
-    register_open_clip_configs()
-    return open_clip.list_models()
 
 
 class LocDiffTrainingModel(nn.Module):
