@@ -61,6 +61,34 @@ def backbone_weights_saved(model_name: str, pretrained: str | None, *, finetuned
     return finetuned or not is_open_clip_tag(model_name, pretrained)
 
 
+class ImageBackboneMixin:
+    """The optional open_clip image backbone of a pipeline: needs ``self.backbone`` (an :class:`OpenCLIPBackbone` or
+    None), ``self.backbone_finetuned`` and ``self.device``."""
+
+    def mark_backbone_finetuned(self) -> None:
+        """Record that the backbone was trained, so its weights are saved with the pipeline."""
+        self.backbone_finetuned = True
+
+    def backbone_is_rebuilt_from_config(self) -> bool:
+        """True when ``from_pretrained`` rebuilds the backbone from config alone (a named open_clip tag or seeded
+        random weights, not fine-tuned); its weights are then not saved."""
+        if self.backbone is None:
+            return False
+        return not backbone_weights_saved(
+            self.backbone.model_name, self.backbone.pretrained, finetuned=self.backbone_finetuned
+        )
+
+    @torch.no_grad()
+    def embed_images(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
+        """PIL images, image paths or a preprocessed ``(N, 3, S, S)`` tensor -> ``(N, D)`` float32 features on the
+        pipeline's device, embedded ``batch_size`` at a time (needs a backbone)."""
+        if self.backbone is None:
+            raise ValueError(
+                f"images: this {type(self).__name__} has no backbone; pass image_embeddings (train/embed_images.py)"
+            )
+        return self.backbone.embed_images(images, batch_size=batch_size).to(self.device, torch.float32)
+
+
 def simclr_transform(image_size: int, mean: Sequence[float], std: Sequence[float], *, strength: float = 0.5):
     """SimCLR-style augmentation (Chen et al. 2020, appendix A) for the P augmented views of GeoCLIP training.
 

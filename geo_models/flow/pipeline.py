@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from geo_models.encoders.image import (
+    ImageBackboneMixin,
     OpenCLIPBackbone,
     backbone_config,
-    backbone_weights_saved,
     load_backbone,
     save_backbone,
 )
@@ -45,7 +45,7 @@ __all__ = ["POINT_ESTIMATES", "SphereFlowPipeline"]
 POINT_ESTIMATES = ("sample", "best_of_n", "mode")
 
 
-class SphereFlowPipeline:
+class SphereFlowPipeline(ImageBackboneMixin):
     """Probabilistic geolocator: samples, exact densities, density maps and point estimates.
 
     Args:
@@ -109,32 +109,9 @@ class SphereFlowPipeline:
             self.backbone.to(device)
         return self
 
-    def mark_backbone_finetuned(self) -> None:
-        """Record that the backbone was trained, so its weights are saved with the pipeline."""
-        self.backbone_finetuned = True
-
-    def backbone_is_rebuilt_from_config(self) -> bool:
-        """True when ``from_pretrained`` rebuilds the backbone from config alone (a named open_clip tag or seeded
-        random weights, not fine-tuned); its weights are then not saved."""
-        if self.backbone is None:
-            return False
-        return not backbone_weights_saved(
-            self.backbone.model_name, self.backbone.pretrained, finetuned=self.backbone_finetuned
-        )
-
     def check_embeddings(self, image_embeddings: Any, name: str = "image_embeddings") -> torch.Tensor:
         """Validate backbone features ``(N >= 1, cond_dim)`` -> float32 tensor on the pipeline's device."""
         return check_embeddings(image_embeddings, self.embedding_dim, name).to(self.device, torch.float32)
-
-    @torch.no_grad()
-    def embed_images(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
-        """PIL images, image paths or a preprocessed ``(N, 3, S, S)`` tensor -> ``(N, cond_dim)`` features, embedded
-        ``batch_size`` at a time (needs a backbone)."""
-        if self.backbone is None:
-            raise ValueError(
-                "images: this SphereFlowPipeline has no backbone; pass image_embeddings (train/embed_images.py)"
-            )
-        return self.backbone.embed_images(images, batch_size=batch_size).to(self.device, torch.float32)
 
     def _features(self, images: Any, image_embeddings: Any, batch_size: int = 64) -> torch.Tensor:
         if (images is None) == (image_embeddings is None):

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
 
 from geo_models.encoders.image import (
+    ImageBackboneMixin,
     OpenCLIPBackbone,
     backbone_config,
-    backbone_weights_saved,
     load_backbone,
     save_backbone,
 )
@@ -126,7 +126,7 @@ def locdiff_loss(
     return shdd.l2_loss(x0_hat, latlon.to(device))
 
 
-class LocDiffPipeline:
+class LocDiffPipeline(ImageBackboneMixin):
     """LocDiff geolocator: CS-UNet + DDPM/DDIM scheduler + SHDD decoder.
 
     Args:
@@ -220,29 +220,6 @@ class LocDiffPipeline:
         if self.backbone is not None:
             self.backbone.to(device)
         return self
-
-    def mark_backbone_finetuned(self) -> None:
-        """Record that the backbone was trained, so its weights are saved with the pipeline."""
-        self.backbone_finetuned = True
-
-    def backbone_is_rebuilt_from_config(self) -> bool:
-        """True when ``from_pretrained`` rebuilds the backbone from config alone (a named open_clip tag or seeded
-        random weights, not fine-tuned); its weights are then not saved."""
-        if self.backbone is None:
-            return False
-        return not backbone_weights_saved(
-            self.backbone.model_name, self.backbone.pretrained, finetuned=self.backbone_finetuned
-        )
-
-    @torch.no_grad()
-    def embed_images(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
-        """Images (PIL, file paths, or a preprocessed ``(N, 3, S, S)`` tensor) -> backbone features ``(N, D)``,
-        ``batch_size`` images at a time."""
-        if self.backbone is None:
-            raise ValueError(
-                "images: this LocDiffPipeline has no backbone; pass image_embeddings (train/embed_images.py)"
-            )
-        return self.backbone.embed_images(images, batch_size=batch_size)
 
     def check_embeddings(self, image_embeddings: Any, name: str = "image_embeddings") -> torch.Tensor:
         """Validate backbone features ``(N >= 1, condition_dim)`` -> float32 tensor on the pipeline's device."""
