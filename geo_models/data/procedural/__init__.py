@@ -1,6 +1,7 @@
 """Procedural geotagged demo images (imagefolder + ``metadata.csv``), deterministic by seed.
 
 ``generate_world``: the whole globe, appearance from real geography (land/sea, biome, country, cities).
+``landmark_fraction`` of ``generate_world`` adds photos at fixed landmark sites (exact repeat locations).
 ``generate_city``: a city bounding box (default Manhattan) with neighbourhoods, parks, water and landmarks.
 """
 
@@ -22,6 +23,7 @@ from geo_models.data.procedural.world import (
     render_world_images,
     sample_world_locations,
 )
+from geo_models.data.procedural.world_landmarks import place_landmark_photos, world_landmarks
 
 __all__ = [
     "CENTRAL_PARK_POLYGON",
@@ -38,4 +40,6 @@ __all__ = [
     "render_world_image",
     "render_world_images",
     "sample_world_locations",
+    "place_landmark_photos",
+    "world_landmarks",
 ]

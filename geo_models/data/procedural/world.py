@@ -160,6 +160,8 @@ def _cities() -> dict[str, np.ndarray]:
         "lat": np.array([c["latitude"] for c in rows], dtype=np.float64),
         "lon": np.array([c["longitude"] for c in rows], dtype=np.float64),
         "pop": np.array([c["population"] for c in rows], dtype=np.float64),
+        "name": [c["name"] for c in rows],
+        "country_code": [c["countrycode"] for c in rows],
     }
 
 
@@ -262,8 +264,18 @@ def _palette(country_code: str) -> tuple[np.ndarray, int, int]:
     return _SIGN_COLOURS[cols], h[8] % 4, ncol * (1 + h[9] % 2)
 
 
-def render_world_images(latlon: np.ndarray, geo: pd.DataFrame, rng: np.random.Generator, image_size: int = 64):
-    """Render ``(N, image_size, image_size, 3)`` uint8 images of ``latlon (N, 2)`` described by ``geo``."""
+def render_world_images(
+    latlon: np.ndarray,
+    geo: pd.DataFrame,
+    rng: np.random.Generator,
+    image_size: int = 64,
+    *,
+    landmark: np.ndarray | None = None,
+):
+    """Render ``(N, image_size, image_size, 3)`` uint8 images of ``latlon (N, 2)`` described by ``geo``.
+
+    ``landmark (N,)``: a landmark id per photo (-1: none) whose monument is painted in (see ``world_landmarks``).
+    """
     latlon = check_latlon(np.asarray(latlon, dtype=np.float64), "latlon").numpy().reshape(-1, 2)
     n, s = len(latlon), check_image_size(image_size)
     if len(geo) != n:
@@ -323,6 +335,12 @@ def render_world_images(latlon: np.ndarray, geo: pd.DataFrame, rng: np.random.Ge
         y0 = horizon - rng.uniform(0.05, 0.35, n)[:, None, None] * geo["urban"].to_numpy()[:, None, None]
         m = (on[:, None, None] & (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < horizon + 0.02))[..., None]
         img = np.where(m, rng.uniform(0.25, 0.75, (n, 1, 1, 1)) * rng.uniform(0.9, 1.1, (n, 1, 1, 3)), img)
+    if landmark is not None:
+        from geo_models.data.procedural.world_landmarks import draw_landmarks
+
+        if len(landmark) != n:
+            raise ValueError(f"landmark must have one id per latlon point ({n}), got {len(landmark)}")
+        img = draw_landmarks(img, np.asarray(landmark), horizon, bright, rng)
     # Country signage: stripes in a palette hashed from the ISO code (not shown on the open sea).
     pal = [_palette(c) for c in geo["country_code"]]
     cols = np.stack([p[0] for p in pal])  # (N, 3, 3)
@@ -351,22 +369,48 @@ def render_world_image(lat: float, lon: float, rng: np.random.Generator | None =
 
 
 def generate_world(
-    output_dir: str | Path, num_images: int = 1000, *, image_size: int = 64, seed: int = 0, progress: bool = True
+    output_dir: str | Path,
+    num_images: int = 1000,
+    *,
+    image_size: int = 64,
+    seed: int = 0,
+    landmark_fraction: float = 0.0,
+    num_landmarks: int = 200,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Write ``num_images`` world photos as an imagefolder and return its metadata.
 
     Layout: ``output_dir/images/000000.png ...``, ``metadata.csv`` (``file_name, latitude, longitude, text,
-    country_code, is_land``) and ``dataset_info.json``.
+    country_code, is_land``, plus ``landmark`` (id or -1) when ``landmark_fraction > 0``) and ``dataset_info.json``.
+    ``landmark_fraction`` of the photos are taken at one of ``num_landmarks`` fixed landmark sites
+    (``geo_models.data.procedural.world_landmarks``): repeat locations, so the 1 km scale becomes learnable.
     """
     check_count(num_images, "num_images")
     check_image_size(image_size)
     check_seed(seed)
+    check_count(num_landmarks, "num_landmarks")
     latlon = sample_world_locations(num_images, seed)
+    landmark = None
+    if landmark_fraction != 0.0:
+        from geo_models.data.procedural.world_landmarks import place_landmark_photos, world_landmarks
+
+        latlon, landmark = place_landmark_photos(
+            latlon, seed, landmark_fraction=landmark_fraction, num_landmarks=num_landmarks
+        )
     geo = describe_locations(latlon)
+    if landmark is not None:
+        names = world_landmarks(num_landmarks)["name"].to_numpy()
+        geo.loc[landmark >= 0, "text"] = [f"a photo of {names[i]}" for i in landmark[landmark >= 0]]
     rng = np.random.default_rng([seed, 1])
     chunk = max(1, (256 * 64 * 64) // (image_size * image_size))  # bounded memory per vectorised batch
     batches = (
-        render_world_images(latlon[i : i + chunk], geo.iloc[i : i + chunk], rng, image_size)
+        render_world_images(
+            latlon[i : i + chunk],
+            geo.iloc[i : i + chunk],
+            rng,
+            image_size,
+            landmark=None if landmark is None else landmark[i : i + chunk],
+        )
         for i in range(0, num_images, chunk)
     )
     meta = pd.DataFrame(
@@ -378,6 +422,8 @@ def generate_world(
             "is_land": geo["is_land"].astype(int),
         }
     )
+    if landmark is not None:
+        meta["landmark"] = landmark
     info = {
         "generator": "geo_models.data.procedural.generate_world",
         "seed": seed,
@@ -389,6 +435,13 @@ def generate_world(
             "countries": int(geo["country_code"].nunique()),
         },
     }
+    if landmark is not None:
+        info["landmarks"] = {
+            "num_landmarks": num_landmarks,
+            "fraction": landmark_fraction,
+            "photos": int((landmark >= 0).sum()),
+            "sites": int(np.unique(landmark[landmark >= 0]).size),
+        }
     return write_imagefolder(output_dir, meta, batches, info, progress=progress, desc="world images")
 
 
