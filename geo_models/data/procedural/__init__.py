@@ -3,6 +3,7 @@
 ``generate_world``: the whole globe, appearance from real geography (land/sea, biome, country, cities).
 ``landmark_fraction`` of ``generate_world`` adds photos at fixed landmark sites (exact repeat locations).
 ``generate_city``: a city bounding box (default Manhattan) with neighbourhoods, parks, water and landmarks.
+``generate_landmark``: views of one procedural 3D landmark from a ring of cameras, with exact poses and its mesh.
 """
 
 from geo_models.data.procedural.city import (
@@ -15,6 +16,20 @@ from geo_models.data.procedural.city import (
     generate_city,
     render_city_image,
     sample_city_locations,
+)
+from geo_models.data.procedural.landmark import (
+    LANDMARK_CENTRE,
+    LANDMARK_NAME,
+    LOOK_AT_HEIGHT_M,
+    Lighting,
+    focal_length_px,
+    generate_landmark,
+    landmark_camera_pose,
+    landmark_mesh,
+    look_at_pose,
+    project_points,
+    render_landmark,
+    render_landmark_view,
 )
 from geo_models.data.procedural.world import (
     describe_locations,
@@ -42,4 +57,16 @@ __all__ = [
     "sample_world_locations",
     "place_landmark_photos",
     "world_landmarks",
+    "LANDMARK_CENTRE",
+    "LANDMARK_NAME",
+    "LOOK_AT_HEIGHT_M",
+    "Lighting",
+    "focal_length_px",
+    "generate_landmark",
+    "landmark_camera_pose",
+    "landmark_mesh",
+    "look_at_pose",
+    "project_points",
+    "render_landmark",
+    "render_landmark_view",
 ]
