@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,6 +59,12 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_views", type=int, default=1, help="P augmented views per image (image data)")
     parser.add_argument("--augment_strength", type=float, default=0.5, help="SimCLR colour-jitter strength")
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument(
+        "--attach_backbone",
+        action="store_true",
+        help="embedding data: save the model with the frozen backbone that computed the features (read from the "
+        "data's embedding_info.json), so it predicts from images",
+    )
 
 
 def check_image_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -72,6 +80,8 @@ def check_image_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.data_format == "embeddings" and (args.finetune != "frozen" or args.num_views != 1):
         parser.error("--finetune lora/full and --num_views > 1 need images, not precomputed embeddings")
     args.backbone_pretrained = None if str(args.backbone_pretrained).lower() == "none" else args.backbone_pretrained
+    if args.attach_backbone:
+        attach_backbone_args(parser, args)
 
 
 def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -94,6 +104,35 @@ def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--validation_data: images need a backbone; train on images too, or validate on embeddings")
     if args.data_format != "embeddings" and args.backbone not in open_clip_models():
         parser.error(f"--backbone {args.backbone!r} is not an open_clip architecture (see open_clip.list_models())")
+
+
+def attach_backbone_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--attach_backbone``: set ``--backbone``/``--backbone_pretrained`` from the embedding folder's
+    ``embedding_info.json`` (written by train/embed_images.py), the backbone whose features the model learns from."""
+    if args.data_format != "embeddings":
+        parser.error("--attach_backbone is for embedding data (training on images keeps its backbone already)")
+    root = Path(args.train_data)
+    info_path = (root if root.is_dir() else root.parent) / "embedding_info.json"
+    if not info_path.exists():
+        parser.error(f"--attach_backbone: {info_path} not found (write embeddings with train/embed_images.py)")
+    info = json.loads(info_path.read_text())
+    if not info.get("pretrained"):
+        parser.error("--attach_backbone: the embeddings come from random backbone weights, which cannot be attached")
+    args.backbone, args.backbone_pretrained = info["model_name"], info["pretrained"]
+
+
+def attached_backbone(args: argparse.Namespace, feature_dim: int):
+    """The frozen backbone of ``--attach_backbone`` (None without it), checked against the features' width."""
+    if not getattr(args, "attach_backbone", False):
+        return None
+    from geo_models.encoders.image import OpenCLIPBackbone
+
+    backbone = OpenCLIPBackbone(args.backbone, args.backbone_pretrained)
+    if backbone.output_dim != feature_dim:
+        raise ValueError(
+            f"--attach_backbone: {args.backbone} gives {backbone.output_dim}-d features, the data has {feature_dim}"
+        )
+    return backbone
 
 
 def open_clip_models() -> list[str]:

@@ -48,6 +48,7 @@ from geo_models.training import (
 from geo_models.training_images import (
     ViewsTransform,
     add_image_args,
+    attached_backbone,
     check_data_args,
     encode_views,
     finalize_backbone,
@@ -355,7 +356,7 @@ def main(argv=None) -> SphereFlowPipeline:
         trained.network.eval(),
         objective=objective,
         schedule=schedule,
-        backbone=trained.backbone,
+        backbone=trained.backbone or attached_backbone(args, condition_dim),
         cond_drop_prob=args.cond_drop_prob,
     )
     if accelerator.is_main_process:

@@ -112,7 +112,7 @@ def build_model(args, embedding_dim: int | None) -> GeoCLIP:
             num_features=args.num_features,
             hidden_dim=args.hidden_dim,
             num_layers=args.num_layers,
-            backbone=None if args.data_format == "embeddings" else args.backbone,
+            backbone=None if args.data_format == "embeddings" and not args.attach_backbone else args.backbone,
             backbone_pretrained=args.backbone_pretrained,
             seed=args.seed,
         )

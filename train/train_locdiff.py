@@ -46,6 +46,7 @@ from geo_models.training import (
 from geo_models.training_images import (
     ViewsTransform,
     add_image_args,
+    attached_backbone,
     check_data_args,
     encode_views,
     finalize_backbone,
@@ -279,7 +280,7 @@ def main(argv=None) -> LocDiffPipeline:
     # 5. Save the pipeline (unet/, scheduler/, config.json, merged backbone, card with held-out metrics), push
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(model)
-    pipe = build_pipeline(args, trained.unet.eval(), trained.backbone)
+    pipe = build_pipeline(args, trained.unet.eval(), trained.backbone or attached_backbone(args, condition_dim))
     if accelerator.is_main_process:
         if pipe.backbone is not None:
             finalize_backbone(pipe, args.finetune)
