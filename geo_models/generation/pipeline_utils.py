@@ -11,6 +11,7 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -54,8 +55,11 @@ def check_scale(value, name: str) -> float:
     return value
 
 
-class GeoConditionedDiffusionPipeline(DiffusionPipeline):
+class GeoConditionedDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     """Base class: a Stable-Diffusion-style pipeline whose condition is text tokens + extra (GPS or angle) tokens.
+
+    ``load_lora_weights(dir_or_repo)`` (diffusers' LoRA loader) adds UNet LoRA weights saved by the training scripts
+    (``pytorch_lora_weights.safetensors``) to a base pipeline.
 
     Subclasses register ``vae, text_encoder, tokenizer, unet, scheduler`` and their embedder, and call
     :meth:`_check_common`, :meth:`_encode_text`, :meth:`_prepare_latents`, :meth:`_denoise` and :meth:`_decode`.

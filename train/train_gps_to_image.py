@@ -1,0 +1,279 @@
+"""Fine-tune Stable Diffusion into a GPS-to-image model ("GPS as a Control Signal for Image Generation", sec. 3.1).
+
+A :class:`GPSEmbedder` (NeRF positional encoding with 10 frequencies + two-layer MLPs, coordinates normalised to
+[-1, 1] over the training area) turns each photo's GPS tag into two tokens appended to its caption's CLIP tokens; the
+UNet (LoRA on its attention, or in full) and the embedder learn the noise-prediction loss of eq. 3 with diffusers'
+DDPMScheduler (epsilon or v-prediction, per the base's scheduler config). Text encoder and VAE stay frozen. Per
+sample the text only, the GPS only or both are dropped (5% each, sec. 4.1) to the null conditions the pipeline's
+two-condition guidance (eq. 4) uses: the empty prompt and zero GPS tokens. Paper defaults: AdamW, constant lr 1e-4.
+Runs under ``accelerate launch``; checkpoints and resumes exactly; validation grids under ``output_dir/validation/``;
+saves a ``GPSToImagePipeline`` (LoRA merged, and also saved alone in diffusers' format), a model card, and pushes.
+
+Examples:
+    python train/train_gps_to_image.py --pretrained_model_name_or_path CompVis/stable-diffusion-v1-4 \
+        --train_data data/manhattan --area_name Manhattan --output_dir outputs/gps-to-image --resolution 512
+    accelerate launch train/train_gps_to_image.py --pretrained_model_name_or_path outputs/gps-to-image \
+        --train_data data/manhattan --finetune full --mixed_precision bf16 --gradient_checkpointing \
+        --output_dir outputs/gps-to-image-full --push_to_hub --hub_model_id me/gps-to-image-manhattan
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from geo_models.generation import GPSEmbedder, GPSToImagePipeline
+from geo_models.generation.training import (
+    CaptionedImageSource,
+    ConditionedDenoiser,
+    add_finetune_args,
+    check_drop_probs,
+    check_finetune_args,
+    condition_dropout_masks,
+    drop_tokens,
+    fit,
+    load_sd_components,
+    merge_lora,
+    noisy_latents,
+    save_image_grid,
+    save_unet_lora,
+    setup_unet_finetuning,
+)
+from geo_models.hub import push_folder, render_model_card
+from geo_models.training import enable_xformers_if_available, make_accelerator
+
+logger = logging.getLogger("train_gps_to_image")
+
+
+def _latlon_pair(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected LAT,LON in degrees, got {text!r}") from err
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"expected lat in [-90, 90] and lon in [-180, 180], got {text!r}")
+    return lat, lon
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_finetune_args(p)
+    p.add_argument(
+        "--gps_area",
+        type=float,
+        nargs=4,
+        default=None,
+        metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"),
+        help="area normalised to [-1, 1] (default: the data's bounding box + 5%% margin)",
+    )
+    p.add_argument("--gps_num_frequencies", type=int, default=10, help="NeRF positional-encoding frequencies")
+    p.add_argument("--gps_include_input", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--gps_mlp_hidden_dim", type=int, default=None, help="default: the text encoder's width")
+    p.add_argument("--drop_text_prob", type=float, default=0.05, help="per sample: text dropped only")
+    p.add_argument("--drop_gps_prob", type=float, default=0.05, help="per sample: GPS dropped only")
+    p.add_argument("--drop_both_prob", type=float, default=0.05, help="per sample: both dropped")
+    p.add_argument(
+        "--validation_gps",
+        type=_latlon_pair,
+        nargs="+",
+        default=None,
+        metavar="LAT,LON",
+        help="validation points (default: 4 training locations)",
+    )
+    p.add_argument("--validation_text_guidance_scale", type=float, default=3.5, help="w_p of eq. 4")
+    p.add_argument("--validation_gps_guidance_scale", type=float, default=7.5, help="w_g of eq. 4")
+    args = p.parse_args(argv)
+    check_finetune_args(p, args)
+    try:
+        check_drop_probs(**{f"--drop_{k}_prob": getattr(args, f"drop_{k}_prob") for k in ("text", "gps", "both")})
+    except ValueError as err:
+        p.error(str(err))
+    if args.gps_num_frequencies < 1:
+        p.error(f"--gps_num_frequencies must be >= 1, got {args.gps_num_frequencies}")
+    if args.gps_area is not None:
+        try:
+            GPSEmbedder(hidden_size=1, lat_range=args.gps_area[:2], lon_range=args.gps_area[2:])
+        except ValueError as err:
+            p.error(f"--gps_area (LAT_MIN LAT_MAX LON_MIN LON_MAX): {err}")
+    try:
+        from geo_models.data import read_imagefolder_metadata
+
+        meta = read_imagefolder_metadata(args.train_data)
+    except ValueError as err:
+        p.error(f"--train_data: {err}")
+    if args.caption_column is not None and args.caption_column not in meta.columns:
+        p.error(f"--caption_column: {args.caption_column!r} is not a column of {args.train_data}'s metadata")
+    return args
+
+
+def data_area(latlon: torch.Tensor, margin: float = 0.05) -> tuple[float, float, float, float]:
+    """Bounding box of ``latlon (N, 2)`` widened by ``margin`` of its extent (at least 1e-3 degrees), clipped."""
+    lo, hi = latlon.min(0).values.double(), latlon.max(0).values.double()
+    pad = torch.clamp((hi - lo) * margin, min=1e-3)
+    lo, hi = lo - pad, hi + pad
+    return max(lo[0].item(), -90.0), min(hi[0].item(), 90.0), max(lo[1].item(), -180.0), min(hi[1].item(), 180.0)
+
+
+def build_embedder(args, components: dict, source: CaptionedImageSource) -> GPSEmbedder:
+    """The base's own embedder when it is a saved GPSToImagePipeline, else a new one over ``--gps_area``."""
+    if "gps_embedder" in components["model_index"]:
+        logger.info("continuing the GPS embedder of %s (its area and size)", args.pretrained_model_name_or_path)
+        if args.gps_area is not None:
+            logger.warning("--gps_area is ignored: the base's GPS embedder keeps its training area")
+        kw = {"subfolder": "gps_embedder", "revision": args.revision}
+        return GPSEmbedder.from_pretrained(args.pretrained_model_name_or_path, **kw)
+    area = args.gps_area or data_area(source.latlon)
+    return GPSEmbedder(
+        hidden_size=components["text_encoder"].config.hidden_size,
+        lat_range=area[:2],
+        lon_range=area[2:],
+        num_frequencies=args.gps_num_frequencies,
+        include_input=args.gps_include_input,
+        mlp_hidden_dim=args.gps_mlp_hidden_dim,
+    )
+
+
+def main(argv=None) -> GPSToImagePipeline:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    accelerator = make_accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    # 1. Base model, data, GPS embedder
+    components = load_sd_components(args.pretrained_model_name_or_path, revision=args.revision)
+    vae, text_encoder, unet = components["vae"], components["text_encoder"], components["unet"]
+    vae.requires_grad_(False).eval().to(accelerator.device)
+    text_encoder.requires_grad_(False).eval().to(accelerator.device)
+    source = CaptionedImageSource(
+        args.train_data,
+        args.resolution,
+        batch_size=args.train_batch_size,
+        seed=args.seed,
+        rank=rank,
+        world=world,
+        caption_column=args.caption_column,
+        prompt_template=args.prompt_template,
+        area_name=args.area_name,
+        center_crop=args.center_crop,
+        random_flip=args.random_flip,
+        num_workers=args.dataloader_num_workers,
+    )
+    torch.manual_seed(args.seed)  # the same initial embedder and LoRA weights on every process
+    embedder = build_embedder(args, components, source).train()
+    setup_unet_finetuning(
+        unet, args.finetune, lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing
+    )
+    if args.enable_xformers_memory_efficient_attention:
+        enable_xformers_if_available(unet)
+    pipe = GPSToImagePipeline(vae, text_encoder, components["tokenizer"], unet, components["scheduler"], embedder)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(accelerator.device)
+    null_text = pipe._encode_text([""])  # eq. 4's text null condition; the GPS null is zero tokens
+
+    # 2. Loss: eq. 3 with per-sample condition dropout; text and GPS tokens built by the pipeline's own helpers
+    def compute_loss(model, batch, generator):
+        pixels, latlon, captions = batch
+        latents, timesteps, target = noisy_latents(vae, components["noise_scheduler"], pixels, generator)
+        text_dropped, gps_dropped = condition_dropout_masks(
+            len(captions),
+            drop_text=args.drop_text_prob,
+            drop_cond=args.drop_gps_prob,
+            drop_both=args.drop_both_prob,
+            generator=generator,
+        )
+        text = drop_tokens(pipe._encode_text(captions), text_dropped, null_text)
+        return model(latents, timesteps, text, latlon, gps_dropped.to(accelerator.device), target)
+
+    # 3. Validation grids: --validation_gps (default 4 training locations) with their captions or the prompt
+    if args.validation_gps:
+        points, prompts = torch.tensor(args.validation_gps), None
+    else:
+        rows = torch.linspace(0, len(source) - 1, min(4, len(source))).round().long()
+        points, prompts = source.latlon[rows], [source.captions[i] for i in rows]
+    prompts = [args.validation_prompt] * len(points) if args.validation_prompt else prompts
+    prompts = prompts or [args.prompt_template.format(area_name=args.area_name)] * len(points)
+
+    def validate(step) -> Path:
+        unet.eval()
+        images = pipe(
+            prompts,
+            latitude=points[:, 0],
+            longitude=points[:, 1],
+            num_inference_steps=args.validation_inference_steps,
+            text_guidance_scale=args.validation_text_guidance_scale,
+            height=args.resolution,
+            width=args.resolution,
+            gps_guidance_scale=args.validation_gps_guidance_scale,
+            generator=torch.Generator().manual_seed(args.seed),
+        ).images
+        name = f"step-{step}" if isinstance(step, int) else step
+        return save_image_grid(images, output_dir / "validation" / f"{name}.png")
+
+    # 4. Train
+    model = ConditionedDenoiser(unet, embedder, pipe._gps_tokens)
+    fit(accelerator, args, model, source, compute_loss, validate, name="train_gps_to_image")
+
+    # 5. Save the pipeline (LoRA: adapters alone in diffusers' format, then merged), the final grid, the card; push
+    unet.eval(), embedder.eval()
+    if accelerator.is_main_process:
+        if args.finetune == "lora":
+            save_unet_lora(unet, output_dir)
+            merge_lora(unet)
+        pipe.save_pretrained(output_dir)
+        grid = validate("final")
+        write_card(args, pipe, grid.relative_to(output_dir).as_posix(), prompts, points)
+        if args.push_to_hub:
+            url = push_folder(
+                output_dir,
+                args.hub_model_id,
+                commit_message="Upload GPS-to-image pipeline",
+                ignore_patterns=["checkpoint-*", "checkpoint-*/**", "logs/**"],
+            )
+            logger.info("pushed to %s", url)
+    accelerator.end_training()
+    return pipe
+
+
+def write_card(args, pipe: GPSToImagePipeline, sample_image: str, prompts, points) -> None:
+    """``output_dir/README.md`` from ``hub_cards/gps_to_image.md``."""
+    cfg = pipe.gps_embedder.config
+    area = [*cfg.lat_range, *cfg.lon_range]
+    base = args.pretrained_model_name_or_path
+    base_model = None if Path(base).exists() else base
+    keys = ("finetune", "lora_rank", "resolution", "learning_rate", "train_batch_size", "max_train_steps", "seed")
+    card = render_model_card(
+        "gps_to_image",
+        repo_id=args.hub_model_id,
+        base_model=base_model,
+        pipeline_tag="text-to-image",
+        tags=[
+            "diffusers",
+            "stable-diffusion",
+            "text-to-image",
+            "gps-to-image",
+            *(["lora"] * (args.finetune == "lora")),
+        ],
+        training_data=Path(args.train_data).name,
+        finetune=args.finetune,
+        gps_area=[round(v, 5) for v in area],
+        sample_image=sample_image,
+        example_prompt=prompts[0].replace('"', "'"),
+        example_latlon=[round(v, 5) for v in points[0].tolist()],
+        sample_caption=f"{prompts[0]!r} at {len(points)} locations, final weights",
+        drop_probs=[args.drop_text_prob, args.drop_gps_prob, args.drop_both_prob],
+        config={k: getattr(args, k) for k in keys},
+    )
+    card.save(Path(args.output_dir) / "README.md")
+
+
+if __name__ == "__main__":
+    main()
