@@ -27,6 +27,7 @@ MODEL_TYPES: dict[str, str] = {
     "knn": "geo_models.baselines:KNNGeolocator",
     "locdiff": "geo_models.locdiff.pipeline:LocDiffPipeline",
     "sphere_flow": "geo_models.flow.pipeline:SphereFlowPipeline",
+    "gps_clip": "geo_models.generation.gps_clip:GPSCLIP",
 }
 
 
