@@ -231,12 +231,15 @@ class ConditionedDenoiser(nn.Module):
         self.unet, self.embedder = unet, embedder
         self.embed = embed
 
-    def forward(self, latents, timesteps, text, condition, cond_dropped, target) -> torch.Tensor:
+    def forward(self, latents, timesteps, text, condition, cond_dropped, target, reduction="mean") -> torch.Tensor:
         """``latents (B, C, h, w)`` noisy, ``timesteps (B,)``, ``text (B, L, D)`` tokens (dropout applied),
-        ``condition`` the embedder's input, ``cond_dropped (B,)`` bool, ``target`` noise or velocity -> MSE."""
+        ``condition`` the embedder's input, ``cond_dropped (B,)`` bool, ``target`` noise or velocity -> MSE
+        (``reduction="none"``: per sample, ``(B,)``, e.g. to weigh prior-preservation examples)."""
         tokens = drop_tokens(self.embed(condition), cond_dropped)
         context = torch.cat([text.to(tokens.dtype), tokens], dim=1)
         pred = self.unet(latents, timesteps, encoder_hidden_states=context).sample
+        if reduction == "none":
+            return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
         return F.mse_loss(pred.float(), target.float())
 
 
@@ -372,8 +375,9 @@ def add_finetune_args(parser) -> None:
     p.add_argument("--hub_model_id", default=None)
 
 
-def check_finetune_args(parser, args) -> None:
-    """``parser.error`` naming the flag for out-of-range values of :func:`add_finetune_args`' flags."""
+def check_finetune_args(parser, args, template_fields: dict[str, str] | None = None) -> None:
+    """``parser.error`` naming the flag for out-of-range values of :func:`add_finetune_args`' flags;
+    ``--prompt_template`` may use the keys of ``template_fields`` (default: ``{area_name}``)."""
     positive = [
         "resolution",
         "lora_rank",
@@ -393,10 +397,11 @@ def check_finetune_args(parser, args) -> None:
     for name in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    fields = {"area_name": args.area_name} if template_fields is None else template_fields
     try:
-        args.prompt_template.format(area_name=args.area_name)
+        args.prompt_template.format(**fields)
     except (KeyError, IndexError, ValueError) as err:
-        parser.error(f"--prompt_template may only use {{area_name}}: {err!r}")
+        parser.error(f"--prompt_template may only use {', '.join(f'{{{k}}}' for k in fields)}: {err!r}")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
 

@@ -1,0 +1,87 @@
+"""Fixtures shared by the Stable Diffusion fine-tuning script tests (e.g. ``test_train_angle_to_image.py``)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+TINY_SD_FINETUNE = [
+    "--resolution", "32", "--train_batch_size", "4", "--learning_rate", "1e-3", "--lora_rank", "2",
+    "--validation_inference_steps", "2", "--logging_steps", "1",
+]  # fmt: skip
+
+_FRESH_PROCESS = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    import geo_models.generation  # noqa: F401
+    from diffusers import DiffusionPipeline
+
+    images = []
+    for source in sys.argv[4:]:
+        pipe = DiffusionPipeline.from_pretrained(source)
+        assert type(pipe).__name__ == sys.argv[2], type(pipe)
+        images.append(pipe(**json.loads(sys.argv[3]), num_inference_steps=2, output_type="np",
+                           generator=torch.Generator().manual_seed(0)).images)
+    np.save(sys.argv[1], np.stack(images))
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_finetune_args():
+    """Tiny-run flags of the SD fine-tuning scripts (32 px, batch 4, LoRA rank 2, 2 validation steps)."""
+    return list(TINY_SD_FINETUNE)
+
+
+@pytest.fixture
+def generate_in_fresh_process(tmp_path):
+    """``generate(class_name, call_kwargs, *sources) -> (len(sources), B, H, W, 3)``: each source (folder or Hub id)
+    loaded with ``DiffusionPipeline.from_pretrained`` after ``import geo_models.generation`` in a new interpreter,
+    checked to be ``class_name``, and called with ``call_kwargs`` (+ 2 steps, seed 0, numpy output)."""
+    import json
+
+    def generate(class_name: str, call: dict, *sources) -> np.ndarray:
+        npy = tmp_path / "fresh_process_images.npy"
+        cmd = [sys.executable, "-c", _FRESH_PROCESS, str(npy), class_name, json.dumps(call), *map(str, sources)]
+        result = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return np.load(npy)
+
+    return generate
+
+
+@pytest.fixture
+def interrupted_after_checkpoint(monkeypatch):
+    """``with interrupted_after_checkpoint(): main([...])``: the run dies right after saving its first checkpoint
+    (``geo_models.training.save_checkpoint``), as if killed."""
+    import geo_models.training
+
+    save_checkpoint = geo_models.training.save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise Killed
+
+    @contextmanager
+    def interrupted():
+        monkeypatch.setattr(geo_models.training, "save_checkpoint", save_then_die)
+        try:
+            with pytest.raises(Killed):
+                yield
+        finally:
+            monkeypatch.setattr(geo_models.training, "save_checkpoint", save_checkpoint)
+
+    return interrupted
