@@ -1,41 +1,52 @@
-"""Demo hub entry point: ``python apps/hub/app.py --port 7860``.
+"""geo_models demo hub: every app as a tab. ``python apps/hub/app.py --port 7860`` (``--help`` for model flags).
 
-The Gradio tabs (map-driven generation, globe geolocation) arrive with the apps issue; until then this prints what
-the library offers so far and exits successfully, so the README's first command stays true.
+Add an app with one line in ``TABS``: its title and the module whose ``create_demo(store)`` builds it. API names
+stay those of the apps (``geolocate``, ``text_query``; ``generate`` with the generation tab).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import pkgutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:  # run as a script (`python apps/hub/app.py`) from any directory
+    sys.path.insert(0, str(_ROOT))
+
+from apps.common.settings import parse_settings  # noqa: E402  (light: `--help` answers before gradio is imported)
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from apps.common.models import ModelStore
+
+TITLE = "geo_models demo hub"
+TABS: list[tuple[str, str]] = [
+    ("Geolocate a photo", "apps.geolocate.app"),
+    ("Generate from a map", "apps.generate.app"),
+]
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    return parser.parse_args(argv)
+def create_demo(store: ModelStore, tabs: list[tuple[str, str]] | None = None) -> gr.Blocks:
+    """All apps of ``tabs`` (default ``TABS``) as tabs of one Blocks."""
+    import gradio as gr
 
-
-def available_components() -> list[str]:
-    """Sub-packages of geo_models that import cleanly, with the first line of their docstring."""
-    import geo_models
-
-    lines = []
-    for info in sorted(pkgutil.iter_modules(geo_models.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"geo_models.{info.name}")
-        summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
-        lines.append(f"  geo_models.{info.name:<10} {summary}")
-    return lines
+    apps = [(title, importlib.import_module(module).create_demo(store)) for title, module in tabs or TABS]
+    with gr.Blocks(title=TITLE) as demo:  # apps are built outside this context, then rendered once in their tab
+        gr.Markdown(f"# {TITLE}\nModels that connect GPS and images.")
+        for title, app in apps:
+            with gr.Tab(title):
+                app.render()
+    return demo
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    print(f"geo_models demo hub (would serve on http://{args.host}:{args.port}).")
-    print("The Gradio apps are not built yet (see the apps issue). Available so far:")
-    print("\n".join(available_components()))
-    return 0
+    settings = parse_settings(argv, TITLE)
+    from apps.common.launch import serve
+
+    return serve(create_demo, settings)
 
 
 if __name__ == "__main__":

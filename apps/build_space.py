@@ -1,0 +1,48 @@
+"""Assemble a Space folder for one app: ``python apps/build_space.py geolocate OUT_DIR`` (or ``hub``).
+
+A Space's root holds ``README.md`` (front matter, ``app_file: apps/<app>/app.py``) and ``requirements.txt`` (both
+copied from ``apps/<app>/``), plus ``apps/common``, the app folders it needs, the starter models if present, and the
+``geo_models`` library: ``app.py`` puts the Space root on ``sys.path``, as it does for the repository. Upload with
+``huggingface-cli upload --repo-type space USER/SPACE OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+APPS = Path(__file__).resolve().parent
+ROOT = APPS.parent
+NEEDS = {"geolocate": ["geolocate"], "hub": ["hub", "geolocate"]}  # app -> app folders it imports
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "screenshots")
+
+
+def build_space(app: str, out: str | Path) -> Path:
+    """Write the Space of ``app`` into ``out`` (created; must not exist) -> ``out``."""
+    if app not in NEEDS:
+        raise ValueError(f"app must be one of {sorted(NEEDS)}, got {app!r}")
+    out = Path(out)
+    out.mkdir(parents=True)
+    shutil.copy(APPS / app / "README.md", out / "README.md")
+    shutil.copy(APPS / app / "requirements.txt", out / "requirements.txt")
+    (out / "apps").mkdir()
+    shutil.copy(APPS / "__init__.py", out / "apps" / "__init__.py")
+    for folder in ["common", *NEEDS[app], "starter"]:
+        if (APPS / folder).is_dir():
+            shutil.copytree(APPS / folder, out / "apps" / folder, ignore=IGNORE)
+    shutil.copytree(ROOT / "geo_models", out / "geo_models", ignore=IGNORE)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("app", choices=sorted(NEEDS))
+    parser.add_argument("out_dir")
+    args = parser.parse_args(argv)
+    print(build_space(args.app, args.out_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

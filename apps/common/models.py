@@ -1,0 +1,100 @@
+"""Model loading in one place: each model is loaded once (lazily, thread-safe) and cached; a model that cannot be
+loaded is reported, never fatal. ``gpu`` is ``spaces.GPU`` on ZeroGPU Spaces and a no-op elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from apps.common.settings import MODEL_NAMES, Settings
+
+try:  # ZeroGPU Spaces
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+
+    def gpu(fn=None, **_kwargs):
+        """No-op stand-in for ``spaces.GPU`` (works bare or with arguments)."""
+        return fn if fn is not None else (lambda f: f)
+
+
+logger = logging.getLogger(__name__)
+_STORES: dict[int, ModelStore] = {}  # key -> store: GPU functions take the key (picklable), not the store
+
+
+def split_revision(source: str) -> tuple[str, str | None]:
+    """``"user/repo@rev"`` -> ``("user/repo", "rev")``; folders and plain ids get ``None``."""
+    if "@" in source and not Path(source).exists():
+        repo, _, rev = source.rpartition("@")
+        return repo, rev or None
+    return source, None
+
+
+def load_source(source: str, device: str) -> Any:
+    """Load a geo_models model from a folder or a Hub id via :func:`geo_models.hub.load_model`."""
+    from geo_models.hub import load_model
+
+    path, revision = split_revision(source)
+    looks_local = Path(path).is_absolute() or path.startswith(".") or path.count("/") != 1
+    if looks_local and not Path(path).is_dir():
+        raise FileNotFoundError(f"no model folder at {path}")
+    model = load_model(path, revision=revision)
+    model = model.to(device)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
+
+
+class ModelStore:
+    """The models of the apps, by name (``geoclip``, ``locdiff``, ``sphere_flow``)."""
+
+    def __init__(self, settings: Settings | None = None, models: dict[str, Any] | None = None):
+        self.settings = settings or Settings()
+        self._models: dict[str, Any] = dict(models or {})
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.key = id(self)
+        _STORES[self.key] = self
+
+    @staticmethod
+    def by_key(key: int) -> ModelStore:
+        """The store registered under ``key`` (see :attr:`key`)."""
+        return _STORES[key]
+
+    @property
+    def device(self) -> str:
+        if self.settings.device != "auto":
+            return self.settings.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def get(self, name: str) -> Any | None:
+        """The model, loading it on first use; ``None`` if it cannot be loaded (see :meth:`error`)."""
+        if name not in MODEL_NAMES:
+            raise ValueError(f"unknown model {name!r}; known: {MODEL_NAMES}")
+        with self._lock:
+            if name not in self._models and name not in self._errors:
+                source = self.settings.models.get(name) or ""
+                try:
+                    self._models[name] = load_source(source, self.device)
+                    logger.info("loaded %s from %s", name, source)
+                except Exception as err:  # noqa: BLE001 - any failure disables the model, the app keeps running
+                    self._errors[name] = f"{name} unavailable ({source}): {type(err).__name__}: {err}"
+                    logger.warning(self._errors[name])
+            return self._models.get(name)
+
+    def error(self, name: str) -> str | None:
+        self.get(name)
+        return self._errors.get(name)
+
+    def load_all(self) -> dict[str, str | None]:
+        """Load every model now -> ``{name: error message or None}``."""
+        return {name: self.error(name) for name in MODEL_NAMES}
+
+    def uses_starter(self) -> bool:
+        """True when a loaded model comes from the bundled starter folders."""
+        return any(self.settings.is_starter(n) for n in self._models if n in self.settings.models)

@@ -1,0 +1,79 @@
+"""Settings of every app in one place: command-line flags, falling back to environment variables, then defaults.
+
+Model sources are local ``save_pretrained`` folders or Hub repo ids (``user/repo`` or ``user/repo@revision``);
+the defaults are the starter models in ``apps/starter/`` (small, trained on procedural data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apps.common import limits
+
+STARTER_DIR = Path(__file__).resolve().parents[1] / "starter"
+MODEL_NAMES = ("geoclip", "locdiff", "sphere_flow")
+ENV_PREFIX = "GEO_MODELS_"
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+@dataclass
+class Settings:
+    """Resolved settings. ``models`` maps a model name to its source (folder or Hub id)."""
+
+    models: dict[str, str] = field(default_factory=lambda: {n: str(STARTER_DIR / n) for n in MODEL_NAMES})
+    host: str = "127.0.0.1"
+    port: int = 7860
+    device: str = "auto"
+    gallery: str | None = None  # GeoCLIP gallery: None (the model's own), "official", an int N, or a CSV path
+    max_megapixels: float = limits.MAX_MEGAPIXELS
+    max_file_mb: float = limits.MAX_FILE_MB
+    concurrency_limit: int = 1
+    max_queue: int = 32
+
+    def is_starter(self, name: str) -> bool:
+        """True when ``name`` loads from the bundled starter folder."""
+        return Path(self.models[name]).resolve() == (STARTER_DIR / name).resolve()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags shared by every app (defaults from ``GEO_MODELS_*`` / ``GRADIO_SERVER_*`` environment variables)."""
+    env = os.environ.get
+    parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
+    for name in MODEL_NAMES:
+        parser.add_argument(
+            f"--{name}",
+            default=env(env_var(name), str(STARTER_DIR / name)),
+            help=f"folder or Hub id[@revision] of the {name} model (env {env_var(name)}; default: the starter model)",
+        )
+    parser.add_argument("--device", default=env(env_var("device"), "auto"), help="auto, cpu or cuda")
+    parser.add_argument("--gallery", default=env(env_var("gallery")), help="GeoCLIP gallery: official, N or a CSV")
+    parser.add_argument("--max_megapixels", type=float, default=float(env(env_var("max_megapixels"), 40)))
+    parser.add_argument("--concurrency_limit", type=int, default=int(env(env_var("concurrency_limit"), 1)))
+    return parser
+
+
+def from_args(args: argparse.Namespace) -> Settings:
+    gallery = args.gallery
+    if gallery is not None and gallery.isdigit():
+        gallery = int(gallery)
+    return Settings(
+        models={name: getattr(args, name) for name in MODEL_NAMES},
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        gallery=gallery,
+        max_megapixels=args.max_megapixels,
+        concurrency_limit=max(1, args.concurrency_limit),
+    )
+
+
+def parse_settings(argv=None, description: str = "") -> Settings:
+    """Parse ``argv`` (``None``: ``sys.argv[1:]``) into :class:`Settings`."""
+    return from_args(add_arguments(argparse.ArgumentParser(description=description)).parse_args(argv))

@@ -1,0 +1,162 @@
+"""Where was this photo taken? Upload a photo, pick a geolocator (GeoCLIP, LocDiff, LocDiff-H, sphere flow) and see
+its candidates on a globe; or ask GeoCLIP where a text belongs.
+
+``python apps/geolocate/app.py --port 7860`` (``--help`` for the model flags). API endpoints: ``geolocate`` (image
+-> JSON candidates) and ``text_query`` (text -> JSON candidates).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:  # run as a script (`python apps/geolocate/app.py`) from any directory
+    sys.path.insert(0, str(_ROOT))
+
+import gradio as gr  # noqa: E402
+
+from apps.common.globe import globe_figure  # noqa: E402
+from apps.common.limits import check_text, load_photo  # noqa: E402
+from apps.common.models import ModelStore  # noqa: E402
+from apps.common.settings import STARTER_DIR  # noqa: E402
+from apps.common.ui import STARTER_NOTE, checked_image, user_errors  # noqa: E402
+from apps.geolocate.inference import GEOLOCATORS, GeolocateOptions, geolocate, text_query, unavailable  # noqa: E402
+
+TITLE = "Where was this photo taken?"
+
+
+def example_photos() -> list[str]:
+    """The starter models' held-out photos (``apps/starter/examples``) if present, else ``geolocate/examples``."""
+    for folder in (STARTER_DIR / "examples", Path(__file__).resolve().parent / "examples"):
+        found = sorted(str(p) for p in folder.glob("*.jpg"))
+        if found:
+            return found
+    return []
+
+
+def locate_file(store: ModelStore, path: str | None, geolocator: str, options: GeolocateOptions):
+    """Check and load an uploaded photo (EXIF GPS = true location) and geolocate it -> (figure, table, result)."""
+    if not path:
+        raise ValueError("upload a photo (or pick an example) first")
+    s = store.settings
+    image, gps, note = load_photo(path, max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)
+    fig, table, result = geolocate(store, image, geolocator, options, true_latlon=gps)
+    if note:
+        result["exif_note"] = note
+    return fig, table, result
+
+
+def summary_markdown(result: dict) -> str:
+    where = f"{result['latitude']:.3f}, {result['longitude']:.3f} ({result['place']})"
+    lines = [f"**Best guess** ({result['geolocator']}): {where}"]
+    if result.get("true_location"):
+        t = result["true_location"]
+        true = f"{t['latitude']:.3f}, {t['longitude']:.3f}"
+        lines.append(f"**Photo GPS** (EXIF): {true}; error **{result['error_km']:,.0f} km**")
+    else:
+        lines.append("No GPS in the photo's EXIF: no distance to the true location.")
+    if result.get("exif_note"):
+        lines.append(result["exif_note"])
+    return "\n\n".join(lines)
+
+
+def geolocator_choices(store: ModelStore) -> tuple[list[tuple[str, str]], str | None, str]:
+    """Dropdown choices (unavailable ones labelled), the default value and a status message."""
+    choices, messages, default = [], [], None
+    for name in GEOLOCATORS:
+        reason = unavailable(store, name)
+        choices.append((f"{name} (unavailable)" if reason else name, name))
+        if reason:
+            messages.append(f"- **{name}** disabled: {reason}")
+        elif default is None:
+            default = name
+    return choices, default, "\n".join(messages)
+
+
+def create_demo(store: ModelStore) -> gr.Blocks:
+    """The geolocation tab (also the whole Space); ``store`` provides the models."""
+    choices, default, status = geolocator_choices(store)
+
+    def options(top_k, num_samples, steps, resolution, seed) -> GeolocateOptions:
+        return GeolocateOptions(int(top_k), int(num_samples), int(steps), float(resolution), int(seed or 0))
+
+    @user_errors
+    def locate_ui(path, geolocator, top_k, num_samples, steps, resolution, seed, progress=gr.Progress()):  # noqa: B008
+        progress(0.1, desc=f"Running {geolocator}")
+        fig, table, result = locate_file(store, path, geolocator, options(top_k, num_samples, steps, resolution, seed))
+        return fig, summary_markdown(result), table, result
+
+    @user_errors
+    def locate_api(path, geolocator, top_k, num_samples, steps, resolution, seed):
+        return locate_file(store, path, geolocator, options(top_k, num_samples, steps, resolution, seed))[2]
+
+    @user_errors
+    def text_ui(text, resolution, top_k):
+        fig, table, result = text_query(store, check_text(text), resolution_deg=float(resolution), top_k=int(top_k))
+        return fig, table, result
+
+    @user_errors
+    def text_api(text, resolution, top_k):
+        return text_query(store, check_text(text), resolution_deg=float(resolution), top_k=int(top_k))[2]
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"## {TITLE}\nUpload a photo (its EXIF GPS, if any, is the true location); pick a geolocator.")
+        if store.uses_starter():
+            gr.Markdown(f"*{STARTER_NOTE}*")
+        if status:
+            gr.Markdown(status)
+        with gr.Tab("Photo"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    s = store.settings
+                    image = checked_image(label="Photo", sources=["upload", "clipboard"], height=280,
+                                         max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)  # fmt: skip
+                    geolocator = gr.Dropdown(choices, value=default, label="Geolocator")
+                    with gr.Accordion("Options", open=False):
+                        top_k = gr.Slider(1, 20, value=5, step=1, label="candidates (top-k)")
+                        num_samples = gr.Slider(4, 256, value=32, step=1, label="samples (LocDiff, sphere flow)")
+                        steps = gr.Slider(4, 100, value=32, step=1, label="denoising / flow steps")
+                        resolution = gr.Slider(3, 20, value=10, step=1, label="density map resolution (degrees)")
+                        seed = gr.Number(0, precision=0, label="seed")
+                    locate = gr.Button("Locate", variant="primary")
+                    if examples := example_photos():
+                        gr.Examples(examples, inputs=[image], label="Example photos (procedural, with EXIF GPS)")
+                with gr.Column(scale=3):
+                    plot = gr.Plot(globe_figure(), label="Globe", elem_id="geolocate-globe")
+                    summary = gr.Markdown(elem_id="geolocate-summary")
+            table = gr.Dataframe(headers=["rank", "place", "latitude", "longitude", "score"], label="Candidates",
+                                 wrap=True, elem_id="geolocate-table")  # fmt: skip
+            result = gr.JSON(label="Result (JSON)", open=False, max_height=320)
+        with gr.Tab("Text query (GeoCLIP)"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    text = gr.Textbox(label="Describe a place", placeholder="a snowy mountain village")
+                    text_resolution = gr.Slider(2, 20, value=5, step=1, label="grid resolution (degrees)")
+                    text_top_k = gr.Slider(1, 20, value=5, step=1, label="candidates (top-k)")
+                    ask = gr.Button("Where?", variant="primary")
+                with gr.Column(scale=3):
+                    text_plot = gr.Plot(label="Similarity over the globe", elem_id="text-query-globe")
+            text_table = gr.Dataframe(headers=["rank", "place", "latitude", "longitude", "probability"],
+                                      label="Best grid cells")  # fmt: skip
+            text_result = gr.JSON(label="Result (JSON)", open=False, max_height=320)
+
+        inputs = [image, geolocator, top_k, num_samples, steps, resolution, seed]
+        locate.click(locate_ui, inputs, [plot, summary, table, result], api_visibility="undocumented")
+        text_inputs = [text, text_resolution, text_top_k]
+        gr.on([ask.click, text.submit], text_ui, text_inputs, [text_plot, text_table, text_result],
+              api_visibility="undocumented")  # fmt: skip
+        # API endpoints with stable names: JSON out only (hidden buttons, never clicked in the UI)
+        gr.Button(visible=False).click(locate_api, inputs, result, api_name="geolocate")
+        gr.Button(visible=False).click(text_api, text_inputs, text_result, api_name="text_query")
+    return demo
+
+
+def main(argv=None) -> int:
+    from apps.common.launch import launch
+
+    return launch(lambda store: create_demo(store), argv, description=TITLE)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

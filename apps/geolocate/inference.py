@@ -1,0 +1,185 @@
+"""Geolocation and text queries as pure functions: PIL image / text + options -> (figure, table, JSON-able dict).
+
+No Gradio here, so tests call them directly; ``app.py`` wraps them with the UI, limits and error messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from apps.common.geocode import place_names
+from apps.common.globe import globe_figure
+from apps.common.models import ModelStore, gpu
+from geo_models.sphere import haversine_km
+
+# geolocator label -> models it needs
+GEOLOCATORS: dict[str, tuple[str, ...]] = {
+    "GeoCLIP": ("geoclip",),
+    "LocDiff": ("locdiff",),
+    "LocDiff-H": ("locdiff", "geoclip"),
+    "Sphere flow": ("sphere_flow",),
+}
+SCORE_LABELS = {
+    "GeoCLIP": "probability",
+    "LocDiff": "share of samples within 750 km",
+    "LocDiff-H": "probability (within 200 km of LocDiff's samples)",
+    "Sphere flow": "log-density (nats per steradian)",
+}
+
+
+@dataclass
+class GeolocateOptions:
+    """User options: candidates shown, samples drawn by the generative models, their steps, the density map."""
+
+    top_k: int = 5
+    num_samples: int = 32
+    num_inference_steps: int = 32
+    density_resolution_deg: float = 10.0
+    seed: int = 0
+
+
+def unavailable(store: ModelStore, geolocator: str) -> str | None:
+    """Why ``geolocator`` cannot run (a missing model), or ``None``."""
+    if geolocator not in GEOLOCATORS:
+        return f"unknown geolocator {geolocator!r}; choose one of {list(GEOLOCATORS)}"
+    errors = [store.error(name) for name in GEOLOCATORS[geolocator]]
+    return "; ".join(e for e in errors if e) or None
+
+
+@gpu(duration=120)
+@torch.no_grad()
+def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
+    """Run a geolocator on one image -> ``{"candidates" (K, 2), "scores" (K,), "samples" (S, 2)?, "heat"?}``."""
+    store = ModelStore.by_key(store_key)
+    gen = torch.Generator().manual_seed(int(opt.seed))
+    k = int(opt.top_k)
+    s = max(int(opt.num_samples), k)
+    steps = int(opt.num_inference_steps)
+    gallery = store.settings.gallery
+    out: dict = {}
+    if geolocator == "GeoCLIP":
+        pred = store.get("geoclip").predict(images=[image], top_k=k, gallery=gallery)
+    elif geolocator == "LocDiff":
+        pred = store.get("locdiff").predict(images=[image], num_samples=s, num_inference_steps=steps, top_k=k,
+                                            generator=gen)  # fmt: skip
+        out["samples"] = pred.extras["samples"][0]
+    elif geolocator == "LocDiff-H":
+        locdiff, geoclip = store.get("locdiff"), store.get("geoclip")
+        feats = locdiff.embed_images([image])
+        if feats.shape[-1] != geoclip.embedding_dim:
+            raise ValueError(
+                f"LocDiff-H needs GeoCLIP and LocDiff on the same backbone: features of {feats.shape[-1]} vs "
+                f"{geoclip.embedding_dim} dimensions"
+            )
+        pred = locdiff.predict_hybrid(geoclip, feats, top_k=k, gallery=gallery, num_samples=s,
+                                      num_inference_steps=steps, generator=gen)  # fmt: skip
+        out["samples"] = pred.extras["locdiff"].extras["samples"][0]
+    elif geolocator == "Sphere flow":
+        flow = store.get("sphere_flow")
+        feats = flow.embed_images([image])
+        tol = dict(atol=1e-4, rtol=1e-4)
+        pred = flow.predict(image_embeddings=feats, num_samples=s, num_inference_steps=steps, top_k=k,
+                            generator=gen, **tol)  # fmt: skip
+        out["samples"] = pred.extras["samples"][0]
+        grid = flow.density_grid(image_embeddings=feats, resolution_deg=float(opt.density_resolution_deg), **tol)
+        out["heat"] = {"values": grid.log_density[0].numpy(), "title": "log-density", "colorscale": "Inferno"}
+    else:
+        raise ValueError(f"unknown geolocator {geolocator!r}; choose one of {list(GEOLOCATORS)}")
+    out["latlon"], out["candidates"], out["scores"] = pred.latlon[0], pred.candidates[0], pred.scores[0]
+    return {key: (v.float().cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in out.items()}
+
+
+def geolocate(
+    store: ModelStore,
+    image,
+    geolocator: str = "GeoCLIP",
+    options: GeolocateOptions | None = None,
+    true_latlon: tuple[float, float] | None = None,
+) -> tuple[object, pd.DataFrame, dict]:
+    """Geolocate one PIL image -> (plotly globe, candidates table, JSON-able result).
+
+    Raises ``ValueError`` with a user-facing message for an unknown or unavailable geolocator or bad options.
+    """
+    opt = options or GeolocateOptions()
+    if not 1 <= int(opt.top_k) <= 50:
+        raise ValueError(f"top_k must be in [1, 50], got {opt.top_k}")
+    if not 1 <= int(opt.num_samples) <= 1024:
+        raise ValueError(f"num_samples must be in [1, 1024], got {opt.num_samples}")
+    reason = unavailable(store, geolocator)
+    if reason:
+        raise ValueError(f"{geolocator} is not available: {reason}")
+    res = _run(store.key, image, geolocator, opt)
+    cands, scores = res["candidates"].astype(np.float64), res["scores"].astype(np.float64)
+    *places, best_place = place_names(np.vstack([cands, res["latlon"][None].astype(np.float64)]))
+    label = SCORE_LABELS[geolocator]
+    table = pd.DataFrame({"rank": np.arange(1, len(cands) + 1), "place": places,
+                          "latitude": cands[:, 0].round(4), "longitude": cands[:, 1].round(4),
+                          label: scores.round(4)})  # fmt: skip
+    records = [
+        {"rank": i + 1, "latitude": float(c[0]), "longitude": float(c[1]), "score": float(sc), "place": p}
+        for i, (c, sc, p) in enumerate(zip(cands, scores, places))
+    ]
+    result = {
+        "geolocator": geolocator,
+        "score": label,
+        "latitude": float(res["latlon"][0]),
+        "longitude": float(res["latlon"][1]),
+        "place": best_place,
+        "candidates": records,
+        "true_location": None,
+        "error_km": None,
+        "starter_models": store.uses_starter(),
+    }
+    if "samples" in res:
+        result["samples"] = res["samples"].round(4).tolist()
+    if true_latlon is not None:
+        true = torch.tensor(true_latlon, dtype=torch.float64)
+        dist = haversine_km(torch.from_numpy(cands), true).numpy()
+        table["km from photo GPS"] = dist.round(1)
+        for rec, d in zip(records, dist):
+            rec["distance_km"] = float(d)
+        best = torch.tensor([result["latitude"], result["longitude"]], dtype=torch.float64)
+        result["true_location"] = {"latitude": float(true_latlon[0]), "longitude": float(true_latlon[1])}
+        result["error_km"] = float(haversine_km(best, true))
+    labels = [f"#{r['rank']} {r['place']}<br>{label}: {r['score']:.4g}" for r in records]
+    fig = globe_figure(candidates=cands, candidate_labels=labels, samples=res.get("samples"),
+                       true_latlon=true_latlon, heat=res.get("heat"))  # fmt: skip
+    return fig, table, result
+
+
+@gpu(duration=60)
+@torch.no_grad()
+def _text_heatmap(store_key: int, text: str, resolution_deg: float, top_k: int):
+    return ModelStore.by_key(store_key).get("geoclip").text_query([text], resolution_deg=resolution_deg, top_k=top_k)
+
+
+def text_query(
+    store: ModelStore, text: str, *, resolution_deg: float = 5.0, top_k: int = 5
+) -> tuple[object, pd.DataFrame, dict]:
+    """Where does a text belong? GeoCLIP's text tower over a lat/lon grid -> (globe heatmap, table, JSON)."""
+    reason = unavailable(store, "GeoCLIP")
+    if reason:
+        raise ValueError(f"text queries need GeoCLIP: {reason}")
+    if not 1 <= int(top_k) <= 50:
+        raise ValueError(f"top_k must be in [1, 50], got {top_k}")
+    if not 1.0 <= float(resolution_deg) <= 30.0:
+        raise ValueError(f"resolution_deg must be in [1, 30], got {resolution_deg}")
+    out = _text_heatmap(store.key, text, float(resolution_deg), int(top_k))
+    cands, scores = out.candidates[0].double().numpy(), out.scores[0].double().numpy()
+    places = place_names(cands)
+    table = pd.DataFrame({"rank": np.arange(1, len(cands) + 1), "place": places, "latitude": cands[:, 0].round(3),
+                          "longitude": cands[:, 1].round(3), "probability": scores.round(5)})  # fmt: skip
+    records = [
+        {"rank": i + 1, "latitude": float(c[0]), "longitude": float(c[1]), "score": float(sc), "place": p}
+        for i, (c, sc, p) in enumerate(zip(cands, scores, places))
+    ]
+    heat = {"values": out.heatmap[0].numpy(), "title": "similarity", "colorscale": "Viridis"}
+    labels = [f"#{r['rank']} {r['place']}<br>probability: {r['score']:.4g}" for r in records]
+    fig = globe_figure(candidates=cands, candidate_labels=labels, heat=heat)
+    result = {"text": text, "score": "probability over the grid", "resolution_deg": float(resolution_deg),
+              "candidates": records, "starter_models": store.uses_starter()}  # fmt: skip
+    return fig, table, result

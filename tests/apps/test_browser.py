@@ -1,0 +1,77 @@
+"""Headless Chromium against the hub: upload a photo, see the globe with coastlines and candidates; bad uploads give
+a message and the server keeps serving. Skipped without Debian's chromium or the playwright package.
+
+``UPDATE_SCREENSHOTS=1`` also copies the screenshot to ``apps/screenshots/geolocate.png`` (apps/README.md's image).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+EXAMPLES = Path(__file__).resolve().parents[2] / "apps" / "geolocate" / "examples"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "apps" / "screenshots" / "geolocate.png"
+GLOBE = "#geolocate-globe .js-plotly-plot"
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def page(hub_url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1150})
+        page.set_default_timeout(120_000)  # a loaded 2-core machine renders WebGL slowly
+        page.goto(hub_url, wait_until="networkidle")
+        yield page
+        browser.close()
+
+
+def upload_and_locate(page, path: Path) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    page.wait_for_timeout(1000)  # the upload finishes
+    page.get_by_role("button", name="Locate", exact=True).click()
+
+
+def plotted(page) -> dict:
+    """Points per trace of the globe as plotly.js holds them (decoded arrays)."""
+    return page.evaluate(
+        f"""() => {{ const g = document.querySelector('{GLOBE}');
+        return g && g._fullData ? Object.fromEntries(g._fullData.map(t => [t.name || t.type, t.x ? t.x.length : 0]))
+                                : {{}}; }}"""
+    )
+
+
+def test_upload_shows_globe_with_coastlines_and_candidates(page, tmp_path):
+    page.get_by_label("Geolocator").click()  # the sphere flow: candidates, sample cloud and density heatmap
+    page.get_by_role("option", name="Sphere flow", exact=True).click()
+    upload_and_locate(page, EXAMPLES / "paris.jpg")  # a procedural photo with EXIF GPS
+    page.wait_for_function(f"() => document.querySelector('{GLOBE}')?.data?.some(t => t.name === 'samples')")
+    page.locator("#geolocate-table", has_text="km from photo GPS").wait_for()  # the candidates table
+    traces = plotted(page)
+    assert traces["coastlines"] > 2000 and traces["candidates"] == 5 and traces["samples"] == 32
+    assert traces["photo GPS"] == 1 and page.locator(f"{GLOBE} canvas").count() > 0
+    assert page.evaluate(f"() => document.querySelector('{GLOBE}')._fullData[0].showscale")  # density heatmap
+    assert "Photo GPS" in page.locator("#geolocate-summary").inner_text()
+    shot = tmp_path / "geolocate.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, SCREENSHOT)
+
+
+def test_bad_uploads_show_a_message_and_server_keeps_serving(page, bad_files, tmp_path):
+    for kind, message in [("not_image", "not an image"), ("huge", "too large")]:
+        upload_and_locate(page, bad_files[kind])
+        page.locator(".toast-body", has_text=message).first.wait_for()
+        page.screenshot(path=str(tmp_path / f"{kind}.png"))
+        for close in page.locator(".toast-close").all():
+            close.click()
+    upload_and_locate(page, EXAMPLES / "tokyo.jpg")  # a good request afterwards works (a new answer: Tokyo's GPS)
+    page.locator("#geolocate-summary", has_text="35.676").wait_for()

@@ -1,0 +1,45 @@
+"""The geolocation app's pure functions on tiny untrained models: figure, table and JSON for every geolocator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from apps.geolocate.inference import GEOLOCATORS, GeolocateOptions, geolocate, text_query
+
+
+@pytest.mark.parametrize("geolocator", list(GEOLOCATORS))
+def test_geolocate_every_geolocator(store, photo_path, geolocator):
+    opts = GeolocateOptions(top_k=3, num_samples=8, num_inference_steps=4, density_resolution_deg=20.0)
+    fig, table, result = geolocate(store, Image.open(photo_path).convert("RGB"), geolocator, opts,
+                                   true_latlon=(48.8566, 2.3522))  # fmt: skip
+    assert len(table) == 3 and list(table.columns[:4]) == ["rank", "place", "latitude", "longitude"]
+    assert "km from photo GPS" in table.columns
+    json.dumps(result)
+    assert result["geolocator"] == geolocator and len(result["candidates"]) == 3 and result["error_km"] >= 0
+    assert all(isinstance(c["place"], str) and c["place"] for c in result["candidates"])
+    names = {t.name for t in fig.data}
+    assert {"coastlines", "candidates", "photo GPS"} <= names
+    assert ("samples" in names) == (geolocator != "GeoCLIP") == ("samples" in result)
+    assert bool(fig.data[0].showscale) == (geolocator == "Sphere flow")  # the flow's density as a heatmap
+
+
+def test_geolocate_without_gps_and_bad_options(store):
+    image = Image.new("RGB", (40, 30), "green")
+    _, table, result = geolocate(store, image, "GeoCLIP")
+    assert result["true_location"] is None and "km from photo GPS" not in table.columns
+    with pytest.raises(ValueError, match="top_k"):
+        geolocate(store, image, "GeoCLIP", GeolocateOptions(top_k=0))
+    with pytest.raises(ValueError, match="unknown geolocator"):
+        geolocate(store, image, "Magic")
+
+
+def test_text_query_heatmap(store):
+    fig, table, result = text_query(store, "a sandy beach", resolution_deg=10, top_k=4)
+    assert len(table) == 4 and len(result["candidates"]) == 4
+    assert fig.data[0].type == "surface" and fig.data[0].showscale
+    assert sum(c["score"] for c in result["candidates"]) <= 1.0
+    with pytest.raises(ValueError, match="resolution_deg"):
+        text_query(store, "x", resolution_deg=0.1)
