@@ -110,14 +110,14 @@ def _draw_city(draw: ImageDraw.ImageDraw, view: MapView) -> None:
 
     draw.polygon(_polygon(view, MANHATTAN_POLYGON), fill=LAND, outline=LINE, width=2)
     draw.polygon(_polygon(view, CENTRAL_PARK_POLYGON), fill=PARK, outline=(90, 140, 70))
-    small = _font(11)
+    small = _font(14)
     for n in NEIGHBOURHOODS:
         x, y = view.to_pixel(n.lat, n.lon)
         draw.text((float(x), float(y)), n.name, fill=(120, 120, 120), font=small, anchor="mm")
     for mark in LANDMARKS:
         x, y = (float(v) for v in view.to_pixel(mark.lat, mark.lon))
-        draw.regular_polygon((x, y, 5), 4, rotation=45, fill=(120, 40, 120))
-        draw.text((x + 7, y), mark.name, fill=(120, 40, 120), font=small, anchor="lm")
+        draw.regular_polygon((x, y, 6), 4, rotation=45, fill=(120, 40, 120))
+        draw.text((x + 8, y), mark.name, fill=(120, 40, 120), font=small, anchor="lm")
 
 
 def _draw_coastlines(draw: ImageDraw.ImageDraw, view: MapView) -> None:
@@ -133,7 +133,7 @@ def _draw_coastlines(draw: ImageDraw.ImageDraw, view: MapView) -> None:
 
 
 def _draw_grid(draw: ImageDraw.ImageDraw, view: MapView) -> None:
-    font = _font(11)
+    font = _font(13)
     for axis, lo, hi in (("lat", view.lat_min, view.lat_max), ("lon", view.lon_min, view.lon_max)):
         step = _nice_step(hi - lo)
         for value in np.arange(math.ceil(lo / step) * step, hi + 1e-9, step):
@@ -168,7 +168,7 @@ def render_map(
         point: the chosen ``(lat, lon)``: a red marker (clipped to the border when outside the view).
         area: an averaging box ``(lat_min, lat_max, lon_min, lon_max)``: orange, translucent.
         trained: the model's training area, same layout: outlined in blue, the rest of the map greyed.
-        title: a caption in the top-left corner.
+        title: a caption at the top.
     """
     img = Image.new("RGB", (view.width, view.height), OCEAN)
     draw = ImageDraw.Draw(img)
@@ -189,7 +189,7 @@ def render_map(
     if trained is not None:
         box = _box_pixels(view, trained)
         draw.rectangle(box, outline=TRAINED, width=2)
-        draw.text((box[0] + 4, box[1] + 4), "trained area", fill=TRAINED, font=_font(12), anchor="lt")
+        draw.text((box[0] + 4, box[1] + 4), "trained area", fill=TRAINED, font=_font(15), anchor="lt")
     if point is not None:
         x, y = (float(v) for v in view.to_pixel(*point))
         x, y = min(max(x, 0.0), view.width - 1.0), min(max(y, 0.0), view.height - 1.0)
@@ -197,5 +197,6 @@ def render_map(
         draw.line([(x, y - 14), (x, y + 14)], fill=MARKER, width=2)
         draw.ellipse([x - 7, y - 7, x + 7, y + 7], fill=MARKER, outline="white", width=2)
     if title:
-        draw.text((6, 6), title, fill=TEXT, font=_font(14), anchor="lt", stroke_width=2, stroke_fill="white")
+        font = _font(17)
+        draw.text((view.width // 2, 6), title, fill=TEXT, font=font, anchor="mt", stroke_width=3, stroke_fill="white")
     return img

@@ -1,0 +1,184 @@
+"""A photo "taken here": click a map (drawn offline) to set a GPS point, type a prompt and generate with a GPS-to-image
+diffusion model; or average over an area around the point (the paper's "average image", eq. 8).
+
+``python apps/generate/app.py --port 7860 --gps_to_image outputs/gps-to-image`` (or ``GEO_MODELS_GPS_TO_IMAGE``; a
+folder or a Hub id[@revision]). API endpoint: ``generate`` (prompt, latitude, longitude, text_guidance_scale,
+gps_guidance_scale, steps, seed, mode, radius_km, num_samples -> image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:  # run as a script (`python apps/generate/app.py`) from any directory
+    sys.path.insert(0, str(_ROOT))
+
+import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from apps.common.models import ModelStore  # noqa: E402
+from apps.common.settings import STARTER_DIR, Settings, add_arguments, env_var, from_args  # noqa: E402
+from apps.common.ui import user_errors  # noqa: E402
+from apps.generate.inference import (  # noqa: E402
+    MAX_GUIDANCE,
+    MAX_SAMPLES,
+    MAX_SEED,
+    MAX_STEPS,
+    MODEL_NAME,
+    MODES,
+    GenerateRequest,
+    default_point,
+    default_radius_km,
+    draw_map,
+    generate,
+    get_pipeline,
+    outside_note,
+    pixel_to_latlon,
+    trained_area,
+)
+
+TITLE = "Generate a photo taken here"
+DISPLAY_MIN_SIDE = 320  # small model outputs are upscaled (nearest) for display; the API returns the raw image
+
+
+def _point(lat, lon) -> tuple[float | None, float | None]:
+    try:
+        return float(lat), float(lon)
+    except (TypeError, ValueError):
+        return None, None
+
+
+def info_markdown(info: dict) -> str:
+    where = f"{info['latitude']:.5f}, {info['longitude']:.5f}"
+    if info["gps_area"]:
+        a = info["gps_area"]
+        what = (f"**Average image** of {info['num_gps_samples']} points in lat {a[0]:.4f} to {a[1]:.4f}, "
+                f"lon {a[2]:.4f} to {a[3]:.4f} (around {where})")  # fmt: skip
+    else:
+        what = f"**Generated at** {where}"
+    size = "x".join(map(str, info["size"]))
+    lines = [f"{what}: *{info['prompt']}*; {info['steps']} steps, seed {info['seed']}, {size} px."]
+    lines += [f"- {note}" for note in info["notes"]]
+    return "\n".join(lines)
+
+
+def create_demo(store: ModelStore) -> gr.Blocks:
+    """The generation tab (also the whole Space); ``store`` provides the settings, the model loads here once."""
+    pipe, error = get_pipeline(store)
+    area = trained_area(pipe)
+    lat0, lon0 = default_point(area)
+    radius0 = default_radius_km(area)
+    radius_max = max(round(radius0 * 10, 1), 1.0)
+
+    def redraw(lat, lon, mode, radius):
+        lat, lon = _point(lat, lon)
+        note = outside_note(lat, lon, area) if lat is not None and error is None else ""
+        if lat is not None and not (abs(lat) <= 90 and abs(lon) <= 180):
+            note = "latitude must be in [-90, 90] and longitude in [-180, 180] degrees"
+        return draw_map(area, lat, lon, mode, radius), note
+
+    def on_click(mode, radius, evt: gr.SelectData):
+        lat, lon = pixel_to_latlon(area, *evt.index[:2])
+        note = outside_note(lat, lon, area) if error is None else ""
+        if note:
+            gr.Warning(note)
+        return lat, lon, draw_map(area, lat, lon, mode, radius), note
+
+    def request(prompt, lat, lon, text_scale, gps_scale, steps, seed, mode, radius, samples) -> GenerateRequest:
+        return GenerateRequest(prompt, lat, lon, text_scale, gps_scale, steps, seed, mode, radius, samples)
+
+    @user_errors
+    def generate_ui(*args, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+        progress(0, desc="Generating")
+        image, info = generate(store, request(*args))
+        for note in info["notes"]:
+            gr.Warning(note)
+        if min(image.size) < DISPLAY_MIN_SIDE:
+            scale = -(-DISPLAY_MIN_SIDE // min(image.size))
+            image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        return image, info_markdown(info)
+
+    @user_errors
+    def generate_api(prompt, latitude, longitude, text_guidance_scale, gps_guidance_scale, steps, seed, mode,
+                     radius_km, num_samples):  # fmt: skip
+        """The API: parameter names are the endpoint's (``client.predict(prompt=..., latitude=..., ...)``)."""
+        args = (prompt, latitude, longitude, text_guidance_scale, gps_guidance_scale, steps, seed, mode, radius_km)
+        return generate(store, request(*args, num_samples))[0]
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(
+            f"## {TITLE}\nClick the map (or type coordinates) to set the GPS point, describe the photo and generate. "
+            "*Average over area* blends the model's predictions over random points around the GPS point."
+        )
+        if error:
+            gr.Markdown(f"**GPS-to-image model not available**: {error}. Start with `--gps_to_image DIR_OR_REPO` "
+                        f"(or set `{env_var(MODEL_NAME)}`); the other tabs still work.",
+                        elem_id="generate-unavailable")  # fmt: skip
+        else:
+            a = area
+            gr.Markdown(f"Model trained on lat {a[0]:g} to {a[1]:g}, lon {a[2]:g} to {a[3]:g} (the blue box).")
+        with gr.Row():
+            with gr.Column(scale=3):
+                map_image = gr.Image(draw_map(area, lat0, lon0), type="pil", interactive=False, label="Map",
+                                     buttons=[], elem_id="generate-map", height=560)  # fmt: skip
+                with gr.Row():
+                    lat = gr.Number(lat0, label="latitude", elem_id="generate-lat")
+                    lon = gr.Number(lon0, label="longitude", elem_id="generate-lon")
+                note = gr.Markdown(elem_id="generate-note")
+            with gr.Column(scale=2):
+                prompt = gr.Textbox(label="Prompt", placeholder="a street with tall buildings")
+                text_scale = gr.Slider(0, MAX_GUIDANCE, value=3.5, step=0.5, label="text guidance")
+                gps_scale = gr.Slider(0, MAX_GUIDANCE, value=7.5, step=0.5, label="GPS guidance")
+                steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="steps")
+                seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+                mode = gr.Radio(list(MODES), value=MODES[0], label="mode")
+                with gr.Row():
+                    radius = gr.Slider(radius_max / 200, radius_max, value=radius0, label="area radius (km)")
+                    samples = gr.Slider(2, MAX_SAMPLES, value=16, step=1, label="samples (average mode)")
+                run = gr.Button("Generate", variant="primary")
+                output = gr.Image(type="pil", format="png", label="Generated image", interactive=False, height=340,
+                                  elem_id="generate-output")  # fmt: skip
+                info = gr.Markdown(elem_id="generate-info")
+
+        map_events = dict(show_progress="hidden", concurrency_limit=None, api_visibility="private")
+        map_image.select(on_click, [mode, radius], [lat, lon, map_image, note], **map_events)
+        gr.on([lat.submit, lon.submit, lat.blur, lon.blur, mode.change, radius.release], redraw,
+              [lat, lon, mode, radius], [map_image, note], **map_events)  # fmt: skip
+        inputs = [prompt, lat, lon, text_scale, gps_scale, steps, seed, mode, radius, samples]
+        gr.on([run.click, prompt.submit], generate_ui, inputs, [output, info],  # the map stays clickable on errors
+              api_visibility="undocumented", concurrency_id=MODEL_NAME)  # fmt: skip
+        # the API endpoint with a stable name: the raw image out (a hidden button, never clicked in the UI)
+        gr.Button(visible=False).click(generate_api, inputs, output, api_name="generate", concurrency_id=MODEL_NAME)
+    return demo
+
+
+def parse_settings(argv=None) -> Settings:
+    """The shared flags plus ``--gps_to_image`` (env ``GEO_MODELS_GPS_TO_IMAGE``; default: the starter folder)."""
+    parser = add_arguments(argparse.ArgumentParser(description=TITLE))
+    default = os.environ.get(env_var(MODEL_NAME), str(STARTER_DIR / MODEL_NAME))
+    help_text = f"folder or Hub id[@revision] of the GPSToImagePipeline (env {env_var(MODEL_NAME)})"
+    parser.add_argument(f"--{MODEL_NAME}", default=default, help=help_text)
+    args = parser.parse_args(argv)
+    settings = from_args(args)
+    settings.models[MODEL_NAME] = getattr(args, MODEL_NAME)
+    return settings
+
+
+def main(argv=None) -> int:
+    from apps.common.launch import launch_kwargs
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = parse_settings(argv)
+    demo = create_demo(ModelStore(settings))  # loads only the GPS-to-image model
+    demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
+    demo.launch(**launch_kwargs(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
