@@ -14,7 +14,8 @@ from pathlib import Path
 
 APPS = Path(__file__).resolve().parent
 ROOT = APPS.parent
-NEEDS = {"geolocate": ["geolocate"], "hub": ["hub", "geolocate"]}  # app -> app folders it imports
+# app -> the app folders it imports
+NEEDS = {"geolocate": ["geolocate"], "generate": ["generate"], "hub": ["hub", "geolocate", "generate"]}
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "screenshots")
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from apps.common import limits
 
 STARTER_DIR = Path(__file__).resolve().parents[1] / "starter"
-MODEL_NAMES = ("geoclip", "locdiff", "sphere_flow")
+MODEL_NAMES = ("geoclip", "locdiff", "sphere_flow")  # geolocators, loaded by ModelStore
+PIPELINE_NAMES = ("gps_to_image",)  # diffusers pipelines, loaded by their app (apps/generate)
 ENV_PREFIX = "GEO_MODELS_"
 
 
@@ -26,7 +27,9 @@ def env_var(name: str) -> str:
 class Settings:
     """Resolved settings. ``models`` maps a model name to its source (folder or Hub id)."""
 
-    models: dict[str, str] = field(default_factory=lambda: {n: str(STARTER_DIR / n) for n in MODEL_NAMES})
+    models: dict[str, str] = field(
+        default_factory=lambda: {n: str(STARTER_DIR / n) for n in (*MODEL_NAMES, *PIPELINE_NAMES)}
+    )
     host: str = "127.0.0.1"
     port: int = 7860
     device: str = "auto"
@@ -46,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     env = os.environ.get
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
-    for name in MODEL_NAMES:
+    for name in (*MODEL_NAMES, *PIPELINE_NAMES):
         parser.add_argument(
             f"--{name}",
             default=env(env_var(name), str(STARTER_DIR / name)),
@@ -64,7 +67,7 @@ def from_args(args: argparse.Namespace) -> Settings:
     if gallery is not None and gallery.isdigit():
         gallery = int(gallery)
     return Settings(
-        models={name: getattr(args, name) for name in MODEL_NAMES},
+        models={name: getattr(args, name) for name in (*MODEL_NAMES, *PIPELINE_NAMES)},
         host=args.host,
         port=args.port,
         device=args.device,

@@ -8,9 +8,7 @@ gps_guidance_scale, steps, seed, mode, radius_km, num_samples -> image).
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from apps.common.models import ModelStore  # noqa: E402
-from apps.common.settings import STARTER_DIR, Settings, add_arguments, env_var, from_args  # noqa: E402
+from apps.common.settings import env_var, parse_settings  # noqa: E402
 from apps.common.ui import user_errors  # noqa: E402
 from apps.generate.inference import (  # noqa: E402
     MAX_GUIDANCE,
@@ -155,18 +153,6 @@ def create_demo(store: ModelStore) -> gr.Blocks:
         # the API endpoint with a stable name: the raw image out (a hidden button, never clicked in the UI)
         gr.Button(visible=False).click(generate_api, inputs, output, api_name="generate", concurrency_id=MODEL_NAME)
     return demo
-
-
-def parse_settings(argv=None) -> Settings:
-    """The shared flags plus ``--gps_to_image`` (env ``GEO_MODELS_GPS_TO_IMAGE``; default: the starter folder)."""
-    parser = add_arguments(argparse.ArgumentParser(description=TITLE))
-    default = os.environ.get(env_var(MODEL_NAME), str(STARTER_DIR / MODEL_NAME))
-    help_text = f"folder or Hub id[@revision] of the GPSToImagePipeline (env {env_var(MODEL_NAME)})"
-    parser.add_argument(f"--{MODEL_NAME}", default=default, help=help_text)
-    args = parser.parse_args(argv)
-    settings = from_args(args)
-    settings.models[MODEL_NAME] = getattr(args, MODEL_NAME)
-    return settings
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ def front_matter(path) -> dict:
     return yaml.safe_load(text.split("---\n")[1])
 
 
-@pytest.mark.parametrize("app", ["geolocate", "hub"])
+@pytest.mark.parametrize("app", ["geolocate", "generate", "hub"])
 def test_space_folder(app, tmp_path):
     meta = front_matter(APPS / app / "README.md")
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__
