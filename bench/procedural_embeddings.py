@@ -28,11 +28,13 @@ def world_embeddings(
     num_test: int = 2000,
     backbone: str = "procedural-clip",
     pretrained: str | None = "procedural",
+    landmark_fraction: float = 0.0,
 ) -> dict[str, Path]:
     """Paths ``train``/``test`` (embedding parquet folders) and ``train_images``/``test_images`` (imagefolders).
 
     ``pretrained=None`` or ``"none"``: the backbone's architecture with random weights (seed 0), i.e. features that
-    were never trained on geography.
+    were never trained on geography. ``landmark_fraction > 0``: that fraction of the photos are taken at the fixed
+    landmark sites of ``generate_world`` (exact repeat locations), cached under ``world_lm{percent}_...``.
     """
     embed = load_script("embed_images")
     random_weights = not pretrained or pretrained.lower() == "none"
@@ -40,9 +42,10 @@ def world_embeddings(
     features = f"{backbone}-random" if random_weights else backbone
     out = {}
     for split, n, seed in [("train", num_train, 0), ("test", num_test, 1)]:
-        images, emb = data_dir / f"world_{split}_{n}", data_dir / f"world_{split}_{n}_{features}"
+        world = f"world_lm{round(landmark_fraction * 100)}" if landmark_fraction else "world"
+        images, emb = data_dir / f"{world}_{split}_{n}", data_dir / f"{world}_{split}_{n}_{features}"
         if not (images / "metadata.csv").exists():
-            generate_world(images, n, seed=seed)
+            generate_world(images, n, seed=seed, landmark_fraction=landmark_fraction)
         embed.main(
             [
                 "--train_data",
