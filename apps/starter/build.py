@@ -1,0 +1,144 @@
+"""Rebuild the demo's starter checkpoints: small geolocators trained here, on the CPU, on procedural world photos.
+
+    python apps/starter/build.py            # ~40 min on 2 CPU cores; data cached in outputs/starter_data
+
+1. Procedural world photos (``generate_world``, 20K training photos, 20% of them at the fixed landmark sites so
+   the 1 km scale is learnable) embedded with the shipped ``procedural-clip`` backbone.
+2. GeoCLIP, LocDiff and a Riemannian sphere flow trained on those embeddings by the project's own scripts
+   (``train/train_*.py``) with ``--attach_backbone``: each checkpoint names the frozen backbone, so it predicts from
+   images, and stays a few MB (the backbone's weights ship inside geo_models).
+3. Held-out example photos with their GPS in EXIF (the app shows the distance to the truth).
+
+Everything lands in ``apps/starter/{geoclip,locdiff,sphere_flow,examples}``; training logs and checkpoints are left in
+the cache. ``tests/apps/test_starter.py`` loads what is committed, so the checkpoints cannot go stale silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+STARTER = Path(__file__).resolve().parent
+MODELS = ("geoclip", "locdiff", "sphere_flow")
+KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json"}  # plus the model folders below
+
+TRAIN = {
+    "geoclip": ("train_geoclip", [
+        "--max_train_steps", "1500", "--train_batch_size", "256", "--learning_rate", "5e-4", "--lr_decay", "0.97",
+        "--queue_size", "1024", "--hidden_dim", "512", "--projection_dim", "256", "--num_features", "128",
+        "--num_layers", "2", "--gallery_max_points", "20000",
+    ]),
+    "locdiff": ("train_locdiff", [
+        "--degree", "15", "--max_train_steps", "2000", "--train_batch_size", "256", "--learning_rate", "1e-3",
+        "--dropout", "0.1", "--decode_anchors", "20000",
+    ]),
+    "sphere_flow": ("train_flow", [
+        "--objective", "riemannian", "--dim", "128", "--depth", "4", "--expansion", "2", "--max_train_steps", "3000",
+        "--train_batch_size", "512", "--lr_warmup_steps", "200",
+    ]),
+}  # fmt: skip
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data_dir", default=str(REPO / "outputs" / "starter_data"), help="cache: photos, runs")
+    p.add_argument("--output_dir", default=str(STARTER), help="where the checkpoints and examples go")
+    p.add_argument("--num_train", type=int, default=20000)
+    p.add_argument("--landmark_fraction", type=float, default=0.2)
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
+    p.add_argument("--num_examples", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy machine; default: torch's)")
+    args = p.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        p.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
+    return args
+
+
+def copy_checkpoint(run: Path, dest: Path) -> None:
+    """The saved model without the run's checkpoints, logs and metrics files."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for item in run.iterdir():
+        if item.is_dir() and not item.name.startswith("checkpoint") and item.name not in ("logs", "validation"):
+            shutil.copytree(item, dest / item.name)
+        elif item.is_file() and (item.name in KEEP or item.suffix == ".safetensors"):
+            shutil.copy2(item, dest / item.name)
+
+
+def write_examples(test_dir: Path, dest: Path, n: int) -> None:
+    """The first landmark and plain test photos, with their GPS in EXIF, and a CSV of where they were taken."""
+    from geo_models.data.exif import gps_exif
+
+    meta = pd.read_csv(test_dir / "metadata.csv")
+    on = meta["landmark"] >= 0 if "landmark" in meta else pd.Series(False, index=meta.index)
+    rows = pd.concat([meta[on].head(n // 2), meta[~on].head(n - min(n // 2, int(on.sum())))])
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for i, row in enumerate(rows.itertuples()):
+        with Image.open(test_dir / row.file_name) as im:
+            im.convert("RGB").save(dest / f"{i:02d}.jpg", quality=95, exif=gps_exif(row.latitude, row.longitude))
+    out = rows[["latitude", "longitude", "text"]].assign(file_name=[f"{i:02d}.jpg" for i in range(len(rows))])
+    out.to_csv(dest / "examples.csv", index=False)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    from geo_models.data.procedural import generate_world
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    data, output = Path(args.data_dir), Path(args.output_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    # 1. Photos (cached) and their procedural-clip embeddings (resumable)
+    splits = {"train": (args.num_train, 0), "test": (max(200, args.num_examples), 1)}
+    for split, (n, seed) in splits.items():
+        if not (data / split / "metadata.csv").exists():
+            generate_world(data / split, n, seed=seed, landmark_fraction=args.landmark_fraction)
+    embed = load_script("embed_images")
+    embed.main(["--train_data", str(data / "train"), "--output_dir", str(data / "train_embeddings"),
+                "--model_name", "procedural-clip", "--pretrained", "procedural", "--batch_size", "256"])  # fmt: skip
+    # 2. The three geolocators, each with the backbone attached
+    for name in args.models:
+        script, extra = TRAIN[name]
+        run = data / f"run_{name}"
+        load_script(script).main(
+            ["--train_data", str(data / "train_embeddings"), "--output_dir", str(run), "--attach_backbone",
+             "--checkpointing_steps", "500", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest",
+             "--logging_steps", "100", *extra]
+        )  # fmt: skip
+        copy_checkpoint(run, output / name)
+    # 3. Example photos for the app
+    write_examples(data / "test", output / "examples", args.num_examples)
+    folders = [p for p in output.iterdir() if p.is_dir() and p.name != "__pycache__"]
+    sizes = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in folders}
+    rel = {k: (os.path.relpath(v, REPO) if k.endswith("_dir") else v) for k, v in vars(args).items()}
+    summary = {"bytes": sizes, "total_mb": round(sum(sizes.values()) / 2**20, 2), "args": rel}
+    (output / "build_info.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(json.dumps(summary["bytes"]), f"total {summary['total_mb']} MB")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
