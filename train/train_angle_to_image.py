@@ -44,13 +44,12 @@ from geo_models.generation.training import (
     drop_tokens,
     fit,
     load_sd_components,
-    merge_lora,
     noisy_latents,
     save_image_grid,
-    save_unet_lora,
+    save_trained_pipeline,
     setup_unet_finetuning,
 )
-from geo_models.hub import push_folder, render_model_card
+from geo_models.hub import render_model_card
 from geo_models.training import enable_xformers_if_available, make_accelerator
 
 logger = logging.getLogger("train_angle_to_image")
@@ -297,24 +296,10 @@ def main(argv=None) -> AngleToImagePipeline:
     fit(accelerator, args, model, source, compute_loss, validate, name="train_angle_to_image")
 
     # 5. Save the pipeline (LoRA: adapters alone in diffusers' format, then merged), the final grid, the card; push
-    unet.eval(), embedder.eval()
-    if accelerator.is_main_process:
-        if args.finetune == "lora":
-            save_unet_lora(unet, output_dir)
-            merge_lora(unet)
-        pipe.save_pretrained(output_dir)
-        grid = validate("final")
-        write_card(args, pipe, grid.relative_to(output_dir).as_posix(), prompt)
-        if args.push_to_hub:
-            url = push_folder(
-                output_dir,
-                args.hub_model_id,
-                commit_message="Upload angle-to-image pipeline",
-                ignore_patterns=["checkpoint-*", "checkpoint-*/**", "logs/**"],
-            )
-            logger.info("pushed to %s", url)
-    accelerator.end_training()
-    return pipe
+    def card(grid):
+        return write_card(args, pipe, grid, prompt)
+
+    return save_trained_pipeline(accelerator, args, pipe, validate, card, what="angle-to-image pipeline")
 
 
 def write_card(args, pipe: AngleToImagePipeline, sample_image: str, prompt: str) -> None:

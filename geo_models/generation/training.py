@@ -497,3 +497,28 @@ def fit(
             model.train()
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model)
+
+
+def save_trained_pipeline(
+    accelerator, args, pipe, validate: Callable, write_card: Callable[[str], None], *, what: str
+):
+    """Step 5 of the trainers: LoRA adapters alone in diffusers' format, then merged into the UNet; the pipeline; the
+    final validation grid; the card (``write_card(grid path relative to output_dir)``); the push."""
+    from geo_models.hub import push_folder
+
+    output_dir = Path(args.output_dir)
+    for module in pipe.components.values():
+        if isinstance(module, nn.Module):
+            module.eval()
+    if accelerator.is_main_process:
+        if args.finetune == "lora":
+            save_unet_lora(pipe.unet, output_dir)
+            merge_lora(pipe.unet)
+        pipe.save_pretrained(output_dir)
+        write_card(validate("final").relative_to(output_dir).as_posix())
+        if args.push_to_hub:
+            ignore = ["checkpoint-*", "checkpoint-*/**", "logs/**"]
+            url = push_folder(output_dir, args.hub_model_id, commit_message=f"Upload {what}", ignore_patterns=ignore)
+            logger.info("pushed to %s", url)
+    accelerator.end_training()
+    return pipe
