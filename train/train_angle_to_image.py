@@ -43,14 +43,14 @@ from geo_models.generation.training import (
     condition_dropout_masks,
     drop_tokens,
     fit,
-    load_sd_components,
     noisy_latents,
     save_image_grid,
     save_trained_pipeline,
     setup_unet_finetuning,
+    start_run,
 )
 from geo_models.hub import render_model_card
-from geo_models.training import enable_xformers_if_available, make_accelerator
+from geo_models.training import enable_xformers_if_available
 
 logger = logging.getLogger("train_angle_to_image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -214,20 +214,11 @@ def prior_preservation_loss(per_sample: torch.Tensor, is_class: torch.Tensor, we
 def main(argv=None) -> AngleToImagePipeline:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    accelerator = make_accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=args.report_to,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-    )
+    accelerator, output_dir, components = start_run(args)
     rank, world = accelerator.process_index, accelerator.num_processes
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Base model, angle embedder, class images (by the base, before any fine-tuning), data
-    components = load_sd_components(args.pretrained_model_name_or_path, revision=args.revision)
     vae, text_encoder, unet = components["vae"], components["text_encoder"], components["unet"]
-    vae.requires_grad_(False).eval().to(accelerator.device)
-    text_encoder.requires_grad_(False).eval().to(accelerator.device)
     torch.manual_seed(args.seed)  # the same initial embedder and LoRA weights on every process
     embedder = build_embedder(args, components).train()
     centre = embedder.config.centre_latlon

@@ -35,14 +35,14 @@ from geo_models.generation.training import (
     condition_dropout_masks,
     drop_tokens,
     fit,
-    load_sd_components,
     noisy_latents,
     save_image_grid,
     save_trained_pipeline,
     setup_unet_finetuning,
+    start_run,
 )
 from geo_models.hub import render_model_card
-from geo_models.training import enable_xformers_if_available, make_accelerator
+from geo_models.training import enable_xformers_if_available
 
 logger = logging.getLogger("train_gps_to_image")
 
@@ -138,20 +138,11 @@ def build_embedder(args, components: dict, source: CaptionedImageSource) -> GPSE
 def main(argv=None) -> GPSToImagePipeline:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    accelerator = make_accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=args.report_to,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-    )
+    accelerator, output_dir, components = start_run(args)
     rank, world = accelerator.process_index, accelerator.num_processes
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Base model, data, GPS embedder
-    components = load_sd_components(args.pretrained_model_name_or_path, revision=args.revision)
     vae, text_encoder, unet = components["vae"], components["text_encoder"], components["unet"]
-    vae.requires_grad_(False).eval().to(accelerator.device)
-    text_encoder.requires_grad_(False).eval().to(accelerator.device)
     source = CaptionedImageSource(
         args.train_data,
         args.resolution,

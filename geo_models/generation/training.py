@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geo_models.training import resolve_checkpoint, step_batch_indices
+from geo_models.training import make_accelerator, resolve_checkpoint, step_batch_indices
 
 __all__ = [
     "LORA_TARGETS",
@@ -522,3 +522,19 @@ def save_trained_pipeline(
             logger.info("pushed to %s", url)
     accelerator.end_training()
     return pipe
+
+
+def start_run(args) -> tuple:
+    """The trainers' common start -> ``(accelerator, output_dir, components)``: the accelerator, the output folder,
+    and the base's components with the VAE and text encoder frozen on the accelerator's device."""
+    accelerator = make_accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+    )
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    components = load_sd_components(args.pretrained_model_name_or_path, revision=args.revision)
+    for name in ("vae", "text_encoder"):
+        components[name].requires_grad_(False).eval().to(accelerator.device)
+    return accelerator, output_dir, components
