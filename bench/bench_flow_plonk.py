@@ -57,7 +57,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed sampling repeats (best)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output_json", default="bench/results/flow_plonk.json")
+    p.add_argument("--solver_check", type=int, default=0, metavar="N",
+                   help="only re-solve the first N points of a finished run (its --workdir) in float64 with "
+                        "dopri5 and dopri8; compare with PLONK's values")  # fmt: skip
     return p.parse_args(argv)
+
+
+def solver_check(args) -> list[dict]:
+    """Evaluation counts of dopri5 / dopri8 in float64 (no rounding noise for the step control) on the first
+    ``args.solver_check`` points of a finished run, and their distance to PLONK's log-likelihoods."""
+    work = Path(args.workdir)
+    inputs = torch.load(work / "inputs.pt")
+    ref = torch.tensor(json.loads((work / "plonk_likelihood.json").read_text())["log_prob"], dtype=torch.float64)
+    pipe = SphereFlowPipeline.from_pretrained(work / "ckpt")
+    pipe.network.to(torch.float64)
+    n, rows = args.solver_check, []
+    for method in ("dopri5", "dopri8"):
+        c0 = time.process_time()
+        out = pipe.likelihood(inputs["latlon"][:n].double(), inputs["emb"][:n].double(), convention="plonk",
+                              method=method, atol=args.tol, rtol=args.tol)  # fmt: skip
+        rows.append({"method": method, "dtype": "float64", "tol": args.tol, "points": n, "nfe": out.nfe,
+                     "cpu_seconds": time.process_time() - c0,
+                     "max_abs_diff_to_plonk": (out.log_prob.double() - ref[:n]).abs().max().item()})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def plonk(args, *cmd) -> dict:
@@ -82,6 +105,8 @@ def check_plonk_venv(args) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    if args.solver_check:
+        return {"solver_check": solver_check(args)}
     versions = check_plonk_venv(args)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
