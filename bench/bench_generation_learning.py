@@ -28,8 +28,10 @@ import time
 from pathlib import Path
 
 import torch
-from generation_base import landmark_views, load_pixels, make_base, split_city, train_vae
+from generation_base import landmark_views, split_city
 from procedural_embeddings import load_script
+
+from geo_models.generation.small_base import load_pixels, make_small_base, pretrain_small_base, train_small_vae
 
 STAGES = ("data", "gps_clip", "gps", "gps_eval", "angle", "angle_eval")
 TRAIN_FLAGS = (  # constant lr after 50 warm-up steps; checkpoints every 100 steps (resume / time budget)
@@ -48,6 +50,10 @@ def parse_args(argv=None):
     p.add_argument("--num_images", type=int, default=4000, help="city images (train + held out)")
     p.add_argument("--landmark_images", type=int, default=1500)
     p.add_argument("--vae_steps", type=int, default=300)
+    p.add_argument("--text_length", type=int, default=16, help="text tokens of the base (SD: 77)")
+    p.add_argument("--base_steps", type=int, default=1500, help="text-to-image steps of the base UNet (0: random)")
+    p.add_argument("--captions", choices=["generic", "location"], default="generic",
+                   help="city captions: what the photo shows, or generate_city's neighbourhood names")  # fmt: skip
     p.add_argument("--gps_clip_steps", type=int, default=2000)
     p.add_argument("--gps_steps", type=int, default=700, help="GPS-to-image optimizer steps")
     p.add_argument("--gps_lr", type=float, default=1e-3)
@@ -129,14 +135,20 @@ def main(argv=None) -> dict:
     out: dict = {"config": vars(args)}
 
     # 1-2. data, VAE, base (always: cached)
-    city = split_city(d, num_images=args.num_images)
+    city = split_city(d, num_images=args.num_images, captions=args.captions)
     landmark = landmark_views(d, num_images=args.landmark_images)
     train_px = None
     if not (d / "vae" / "vae_stats.json").exists():
         train_px = load_pixels([city["train"], landmark], 32)
     test_px = load_pixels([city["test"]], 32)[:512] if train_px is not None else None
-    out["vae"] = {k: v for k, v in train_vae(d / "vae", train_px, test_px, steps=args.vae_steps).items() if k != "log"}
-    base = make_base(d / "base", d / "vae")
+    vae_stats = train_small_vae(d / "vae", train_px, test_px, steps=args.vae_steps)
+    out["vae"] = {k: v for k, v in vae_stats.items() if k != "log"}
+    base = make_small_base(d / f"base_t{args.text_length}", d / "vae", text_length=args.text_length)
+    run = f"_t{args.text_length}_p{args.base_steps}"  # names the base; the GPS runs also name the captions
+    if args.base_steps and ({"gps", "angle"} & stages or (d / f"base{run}" / "pretrain_stats.json").exists()):
+        out["base"] = pretrain_small_base(d / f"base{run}", base, [city["train"], landmark], steps=args.base_steps)
+        out["base"] = {k: v for k, v in out["base"].items() if k != "log"}
+        base = d / f"base{run}"
     import pandas as pd
 
     n_train, n_test = (len(pd.read_csv(city[s] / "metadata.csv")) for s in ("train", "test"))
@@ -163,7 +175,7 @@ def main(argv=None) -> dict:
         out["gps_clip"] = json.loads((gps_clip / "eval_results.json").read_text())
 
     # 4. GPS-to-image
-    gps_dir = d / "gps_to_image"
+    gps_dir = d / f"gps_to_image{run}_{args.captions}"
     if "gps" in stages:
         out["gps_training"] = run_training(
             "train_gps_to_image",
@@ -177,17 +189,18 @@ def main(argv=None) -> dict:
     # 5. Table 1
     if "gps_eval" in stages:
         out["table1"] = run_eval(
-            d / f"table1{args.tag}.json",
+            d / f"table1{run}_{args.captions}{args.tag}.json",
             f"--pipeline {gps_dir} --gps_clip {gps_clip} {CLIP_FLAGS} --test_data {city['test']}"
             f" --train_data {city['train']} --max_pairs {args.eval_pairs} --num_inference_steps"
             f" {args.num_inference_steps} --batch_size 16 --text_guidance_scale {args.text_guidance_scale}"
-            f" --gps_guidance_scale {args.gps_guidance_scale} --sample_grid {d / f'table1{args.tag}.png'}".split(),
+            f" --gps_guidance_scale {args.gps_guidance_scale}"
+            f" --sample_grid {d / f'table1{run}_{args.captions}{args.tag}.png'}".split(),
             args.reuse,
         )
         print(out["table1"]["table"], flush=True)
 
     # 6. Angle-to-image and Table 2
-    angle_dir = d / "angle_to_image"
+    angle_dir = d / f"angle_to_image{run}"
     if "angle" in stages:
         out["angle_training"] = run_training(
             "train_angle_to_image",
@@ -199,17 +212,17 @@ def main(argv=None) -> dict:
         )
     if "angle_eval" in stages:
         out["table2"] = run_eval(
-            d / f"table2{args.tag}.json",
+            d / f"table2{run}{args.tag}.json",
             f"--pipeline {angle_dir} --landmark_data {landmark} {CLIP_FLAGS} --angle_features {args.angle_features}"
             f" --num_images_per_pair {args.angle_images_per_bin} --num_inference_steps {args.num_inference_steps}"
             f" --batch_size 36 --guidance_scale {args.angle_guidance_scale}"
-            f" --sample_grid {d / f'table2{args.tag}.png'}".split(),
+            f" --sample_grid {d / f'table2{run}{args.tag}.png'}".split(),
             args.reuse,
         )
         print(out["table2"]["table"], flush=True)
 
     # 7. Sample grid: the first 12 columns of both evaluation grids
-    grids = [d / f"table{i}{args.tag}.png" for i in (1, 2)]
+    grids = [d / f"table1{run}_{args.captions}{args.tag}.png", d / f"table2{run}{args.tag}.png"]
     if args.sample_grid and all(g.exists() for g in grids) and {"gps_eval", "angle_eval"} <= stages:
         from PIL import Image
 
@@ -221,7 +234,7 @@ def main(argv=None) -> dict:
         grid.save(args.sample_grid, optimize=True)
     # other tries (guidance sweeps, shorter runs) evaluated with --tag, cached as table{1,2}_<tag>.json
     for i in (1, 2):
-        tries = {f.stem[len(f"table{i}") :]: json.loads(f.read_text()) for f in sorted(d.glob(f"table{i}_*.json"))}
+        tries = {f.stem[len(f"table{i}") :]: json.loads(f.read_text()) for f in sorted(d.glob(f"table{i}*.json"))}
         out[f"table{i}_tries"] = {k: {"rows": v["rows"], "args": v.get("args")} for k, v in tries.items()}
     for name in ("gps_to_image", "angle_to_image"):
         runs = {f.stem: json.loads(f.read_text()) for f in sorted((d / name).glob("bench*.json"))}

@@ -13,9 +13,11 @@ install_apt() {
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "[setup] apt-get install ${missing[*]}"
+  local started=$SECONDS
   if ! ($sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}") >/dev/null; then
     echo "[setup] WARNING: could not install ${missing[*]} with apt; browser tests will be skipped" >&2
   fi
+  echo "[setup] apt done in $((SECONDS - started)) s"
 }
 
 install_python() {
@@ -24,6 +26,7 @@ install_python() {
   local want
   want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-test.txt" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    local started=$SECONDS
     echo "[setup] installing pinned requirements into $VENV (first run: a few minutes)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements-test.txt"
@@ -31,6 +34,7 @@ install_python() {
     "$VENV/bin/python" -m pip install -q --no-deps geoclip==1.3.0
     "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
     echo "$want" > "$stamp"
+    echo "[setup] requirements installed in $((SECONDS - started)) s"
   fi
 }
 

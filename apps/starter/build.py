@@ -1,16 +1,20 @@
 """Rebuild the demo's starter checkpoints: small geolocators trained here, on the CPU, on procedural world photos.
 
-    python apps/starter/build.py            # ~40 min on 2 CPU cores; data cached in outputs/starter_data
+    python apps/starter/build.py --threads 1   # ~90 min on 2 CPU cores; data cached in outputs/starter_data
 
 1. Procedural world photos (``generate_world``, 20K training photos, 20% of them at the fixed landmark sites so
    the 1 km scale is learnable) embedded with the shipped ``procedural-clip`` backbone.
 2. GeoCLIP, LocDiff and a Riemannian sphere flow trained on those embeddings by the project's own scripts
    (``train/train_*.py``) with ``--attach_backbone``: each checkpoint names the frozen backbone, so it predicts from
    images, and stays a few MB (the backbone's weights ship inside geo_models).
-3. Held-out example photos with their GPS in EXIF (the app shows the distance to the truth).
+3. A GPS-to-image pipeline for the generate tab: 4,000 procedural Manhattan photos (32 px, captions without place
+   names), a small SD-like base trained from scratch (``geo_models.generation.small_base``: VAE, then text-to-image),
+   fine-tuned by ``train/train_gps_to_image.py`` (see bench/README.md "GPS-to-image learning" for what it learns).
+4. Held-out example photos with their GPS in EXIF (the app shows the distance to the truth).
 
-Everything lands in ``apps/starter/{geoclip,locdiff,sphere_flow,examples}``; training logs and checkpoints are left in
-the cache. ``tests/apps/test_starter.py`` loads what is committed, so the checkpoints cannot go stale silently.
+Everything lands in ``apps/starter/{geoclip,locdiff,sphere_flow,gps_to_image,examples}``; training logs and
+checkpoints are left in the cache. ``tests/apps/test_starter.py`` loads what is committed, so the checkpoints cannot
+go stale silently.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 STARTER = Path(__file__).resolve().parent
-MODELS = ("geoclip", "locdiff", "sphere_flow")
+MODELS = ("geoclip", "locdiff", "sphere_flow", "gps_to_image")
 KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json"}  # plus the model folders below
 
 TRAIN = {
@@ -45,6 +49,14 @@ TRAIN = {
         "--train_batch_size", "512", "--lr_warmup_steps", "200",
     ]),
 }  # fmt: skip
+# GPS-to-image: Manhattan street photos with generic captions (the location comes from the GPS alone), a small SD-like
+# base trained here (VAE, then text-to-image; geo_models.generation.small_base), then train_gps_to_image (full).
+GPS_TO_IMAGE = {"num_images": 4000, "image_size": 32, "vae_steps": 300, "base_steps": 1500, "text_length": 16}
+GPS_TO_IMAGE_TRAIN = [
+    "--finetune", "full", "--resolution", "32", "--train_batch_size", "16", "--max_train_steps", "2000",
+    "--learning_rate", "1e-3", "--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", "50",
+    "--area_name", "Manhattan", "--validation_steps", "100000",
+]  # fmt: skip
 
 
 def load_script(name: str):
@@ -79,8 +91,32 @@ def copy_checkpoint(run: Path, dest: Path) -> None:
     for item in run.iterdir():
         if item.is_dir() and not item.name.startswith("checkpoint") and item.name not in ("logs", "validation"):
             shutil.copytree(item, dest / item.name)
+        elif item.name == "validation" and (item / "final.png").exists():  # the model card's sample grid
+            (dest / "validation").mkdir()
+            shutil.copy2(item / "final.png", dest / "validation" / "final.png")
         elif item.is_file() and (item.name in KEEP or item.suffix == ".safetensors"):
             shutil.copy2(item, dest / item.name)
+
+
+def build_gps_to_image(data: Path, output: Path) -> None:
+    """City photos -> small base (trained VAE + text-to-image UNet) -> GPS-to-image fine-tuning -> ``output``."""
+    from geo_models.data.procedural import generate_city
+    from geo_models.generation.small_base import load_pixels, make_small_base, pretrain_small_base, train_small_vae
+
+    cfg, city = GPS_TO_IMAGE, data / "city"
+    if not (city / "metadata.csv").exists():
+        generate_city(city, cfg["num_images"], image_size=cfg["image_size"], captions="generic", seed=0)
+    pixels = None if (data / "city_vae" / "vae_stats.json").exists() else load_pixels([city], cfg["image_size"])
+    train_small_vae(data / "city_vae", pixels, pixels if pixels is None else pixels[:256], steps=cfg["vae_steps"])
+    base = make_small_base(data / "city_base", data / "city_vae", text_length=cfg["text_length"])
+    pretrain_small_base(data / "city_base_pretrained", base, [city], steps=cfg["base_steps"])
+    run = data / "run_gps_to_image"
+    load_script("train_gps_to_image").main(
+        ["--pretrained_model_name_or_path", str(data / "city_base_pretrained"), "--train_data", str(city),
+         "--output_dir", str(run), "--checkpointing_steps", "500", "--checkpoints_total_limit", "1",
+         "--resume_from_checkpoint", "latest", *GPS_TO_IMAGE_TRAIN]
+    )  # fmt: skip
+    copy_checkpoint(run, output / "gps_to_image")
 
 
 def write_examples(test_dir: Path, dest: Path, n: int) -> None:
@@ -119,8 +155,11 @@ def main(argv=None) -> dict:
     embed = load_script("embed_images")
     embed.main(["--train_data", str(data / "train"), "--output_dir", str(data / "train_embeddings"),
                 "--model_name", "procedural-clip", "--pretrained", "procedural", "--batch_size", "256"])  # fmt: skip
-    # 2. The three geolocators, each with the backbone attached
+    # 2. The three geolocators, each with the backbone attached; the GPS-to-image pipeline
     for name in args.models:
+        if name == "gps_to_image":
+            build_gps_to_image(data / "gps_to_image", output)
+            continue
         script, extra = TRAIN[name]
         run = data / f"run_{name}"
         load_script(script).main(

@@ -19,6 +19,7 @@ from geo_models.data.procedural import (
     sample_city_locations,
     sample_world_locations,
 )
+from geo_models.data.procedural.city import GENERIC_CAPTIONS
 from geo_models.sphere import destination, haversine_km
 
 REQUIRED = ["file_name", "latitude", "longitude", "text"]
@@ -127,6 +128,17 @@ def test_city_captions_near_landmarks(city):
     for m in LANDMARKS:  # every radius is >= 200 m
         pts = destination(np.array([[m.lat, m.lon]] * 4), np.array([0.0, 90, 180, 270]), 0.15).numpy()
         assert (describe_city_locations(pts)["text"] == m.text).all(), m.name
+
+
+def test_city_generic_captions(city, tmp_path):
+    _, meta = city
+    generic = generate_city(tmp_path / "generic", 60, image_size=32, seed=1, captions="generic", progress=False)
+    assert (generic["location_text"] == meta["text"]).all() and (generic["kind"] == meta["kind"]).all()
+    assert (generic["text"] == generic["kind"].map(GENERIC_CAPTIONS)).all()
+    assert not generic["text"].str.contains("SoHo|Midtown|Harlem").any()
+    assert (tmp_path / "generic" / "images").exists()
+    with pytest.raises(ValueError, match="captions"):
+        generate_city(tmp_path / "bad", 5, captions="neighbourhood")
 
 
 def test_city_places():

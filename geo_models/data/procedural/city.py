@@ -114,6 +114,18 @@ def check_bbox(bbox) -> tuple[float, float, float, float]:
     return b
 
 
+# Captions that say what a photo shows but not where (``captions="generic"``): with them the location comes from the
+# GPS alone, so a GPS-to-image model's "GPS zeroed" ablation really lacks it (the neighbourhood names of the default
+# captions set the building style).
+GENERIC_CAPTIONS = {
+    "street": "A street in Manhattan",
+    "park": "A photo of a park in Manhattan",
+    "landmark": "A photo of a landmark in Manhattan",
+    "water": "A photo of the water around Manhattan",
+}
+CAPTION_STYLES = ("location", "generic")
+
+
 def describe_city_locations(latlon: np.ndarray) -> pd.DataFrame:
     """``latlon (N, 2)`` -> columns ``kind`` (landmark/park/street/water), ``name``, ``text`` (the caption)."""
     latlon = np.asarray(latlon, dtype=np.float64).reshape(-1, 2)
@@ -331,10 +343,16 @@ def generate_city(
     bbox=MANHATTAN_BBOX,
     image_size: int = 64,
     seed: int = 0,
+    captions: str = "location",
     progress: bool = True,
 ) -> pd.DataFrame:
     """Write ``num_images`` city photos as an imagefolder (``images/``, ``metadata.csv`` with ``file_name,
-    latitude, longitude, text, kind, name``, ``dataset_info.json``) and return the metadata."""
+    latitude, longitude, text, kind, name, location_text``, ``dataset_info.json``) and return the metadata.
+
+    ``captions``: ``"location"`` (default) names the place ("A street in SoHo, Manhattan"); ``"generic"`` only says
+    what the photo shows (:data:`GENERIC_CAPTIONS`). ``location_text`` always holds the place caption."""
+    if captions not in CAPTION_STYLES:
+        raise ValueError(f"captions must be one of {CAPTION_STYLES}, got {captions!r}")
     check_count(num_images, "num_images")
     check_image_size(image_size)
     bbox = check_bbox(bbox)
@@ -346,9 +364,10 @@ def generate_city(
         {
             "latitude": latlon[:, 0],
             "longitude": latlon[:, 1],
-            "text": desc["text"],
+            "text": desc["text"] if captions == "location" else desc["kind"].map(GENERIC_CAPTIONS),
             "kind": desc["kind"],
             "name": desc["name"],
+            "location_text": desc["text"],
         }
     )
     kinds = {k: int(v) for k, v in desc["kind"].value_counts().sort_index().items()}
@@ -356,6 +375,7 @@ def generate_city(
         "generator": "geo_models.data.procedural.generate_city",
         "seed": seed,
         "image_size": image_size,
+        "captions": captions,
         "bbox": list(bbox),
         "counts": {"images": num_images, **kinds},
     }
