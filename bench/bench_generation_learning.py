@@ -55,10 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--captions", choices=["generic", "location"], default="generic",
                    help="city captions: what the photo shows, or generate_city's neighbourhood names")  # fmt: skip
     p.add_argument("--gps_clip_steps", type=int, default=2000)
-    p.add_argument("--gps_steps", type=int, default=700, help="GPS-to-image optimizer steps")
+    p.add_argument("--gps_steps", type=int, default=2000, help="GPS-to-image optimizer steps")
     p.add_argument("--gps_lr", type=float, default=1e-3)
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--angle_steps", type=int, default=1000)
+    p.add_argument("--angle_steps", type=int, default=2000)
     p.add_argument("--angle_lr", type=float, default=1e-3)
     p.add_argument("--eval_pairs", type=int, default=64, help="held-out GPS-text pairs of Table 1")
     p.add_argument("--num_inference_steps", type=int, default=20)
@@ -88,11 +88,12 @@ def run_training(script: str, output_dir: Path, argv: list[str], reuse: bool) ->
     started = output_dir / "bench_started.txt"  # wall time over interruptions / resumes (e.g. a time budget)
     if not started.exists():
         started.write_text(f"{time.time()}\n")
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     load_script(script).main([*argv, "--output_dir", str(output_dir), *resume])
     log = train_log(output_dir)
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[1]))
-    stats = {"seconds": time.time() - t0, "wall_seconds": time.time() - float(started.read_text()),
+    stats = {"seconds": time.time() - t0, "cpu_seconds": time.process_time() - c0,
+             "wall_seconds": time.time() - float(started.read_text()),
              "last_checkpoint": checkpoints[-1].name if checkpoints else None,
              "last_checkpoint_wall_seconds": checkpoints[-1].stat().st_mtime - float(started.read_text())
              if checkpoints else None,

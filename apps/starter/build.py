@@ -32,7 +32,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 STARTER = Path(__file__).resolve().parent
 MODELS = ("geoclip", "locdiff", "sphere_flow", "gps_to_image")
-KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json"}  # plus the model folders below
+KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json", "pipeline.py"}  # plus the model folders below
 
 TRAIN = {
     "geoclip": ("train_geoclip", [

@@ -4,8 +4,11 @@ Both embedders turn coordinates into a few tokens of the text encoder's width, a
 sequence axis (the UNet's cross-attention takes any number of tokens, so no UNet change is needed).
 
 Note: ``ModelMixin`` must stay importable from this module: ``DiffusionPipeline.from_pretrained`` resolves the
-``gps_embedder`` entry of ``model_index.json`` (``["geo_models.generation.conditioning", "GPSEmbedder"]``) by
-importing this module and looking up its loadable base classes in it.
+``gps_embedder`` entry of ``model_index.json`` of folders saved before :mod:`geo_models.generation.standalone`
+(``["geo_models.generation.conditioning", "GPSEmbedder"]``) by importing this module and looking up its loadable base
+classes in it. Newer folders name it ``["geo_models_conditioning", "GPSEmbedder"]``, which resolves to this module
+too once ``geo_models.generation`` is imported (and to the generated copy of it without geo_models). Keep this
+module's imports from geo_models as ``from geo_models... import name``: the standalone copy is generated from them.
 """
 
 from __future__ import annotations

@@ -65,6 +65,14 @@ class GeoConditionedDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoad
     :meth:`_check_common`, :meth:`_encode_text`, :meth:`_prepare_latents`, :meth:`_denoise` and :meth:`_decode`.
     """
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' ``save_pretrained``, plus the generated code that loads the folder without geo_models
+        (``custom_pipeline=`` + ``trust_remote_code=True``; see :mod:`geo_models.generation.standalone`)."""
+        from geo_models.generation.standalone import write_standalone_files  # here: import cycle
+
+        write_standalone_files(self, save_directory)  # first: save_pretrained(push_to_hub=True) uploads at its end
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)

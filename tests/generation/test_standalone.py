@@ -1,0 +1,133 @@
+"""The "no-install" route: a saved (or pushed) pipeline folder loads without geo_models through diffusers'
+``custom_pipeline=`` + ``trust_remote_code=True``, from the standalone code written by ``save_pretrained``, and gives
+bit-identical images; the same folder still loads the installed way."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+from geo_models.generation import AngleEmbedder, AngleToImagePipeline, GPSEmbedder, GPSToImagePipeline
+from geo_models.generation.standalone import STANDALONE_LIBRARY, embedder_source, pipeline_source
+from geo_models.testing import tiny_angle_to_image_pipeline, tiny_gps_to_image_pipeline
+
+ALLOWED = {"torch", "numpy", "PIL", "diffusers", "transformers"} | set(sys.stdlib_module_names)
+
+NO_GEO_MODELS = textwrap.dedent(
+    """
+    import sys
+
+    sys.modules["geo_models"] = None  # geo_models cannot be imported in this process
+    try:
+        import geo_models.generation  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("geo_models was importable")
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from diffusers import DiffusionPipeline
+
+    gps_dir, angle_dir, repo_id, out = sys.argv[1:5]
+    pipes = {
+        name: DiffusionPipeline.from_pretrained(path, custom_pipeline=path, trust_remote_code=True)
+        for name, path in (("gps", gps_dir), ("angle", angle_dir), ("pulled", repo_id))
+    }
+    for name, pipe in pipes.items():
+        embedder = pipe.angle_embedder if name == "angle" else pipe.gps_embedder
+        assert type(pipe).__module__.startswith("diffusers_modules."), type(pipe)
+        assert type(embedder).__module__.startswith("diffusers_modules."), type(embedder)
+        pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(num_inference_steps=2, output_type="np")
+    images = {
+        name: pipes[name]("a building", 40.7484, -73.9857, generator=torch.Generator().manual_seed(0), **kwargs).images
+        for name in ("gps", "pulled")
+    }
+    images["area"] = pipes["gps"](
+        "a building", gps_area=(40.74, 40.76, -74.0, -73.97), num_gps_samples=3,
+        generator=torch.Generator().manual_seed(0), **kwargs
+    ).images
+    images["angle"] = pipes["angle"](
+        "A photo of it", azimuth=45.0, generator=torch.Generator().manual_seed(0), **kwargs
+    ).images
+    images["angle_gps"] = pipes["angle"](
+        "A photo of it", latitude=48.8600, longitude=2.2900, generator=torch.Generator().manual_seed(0), **kwargs
+    ).images
+    assert "geo_models" not in {m.split(".")[0] for m, v in sys.modules.items() if v is not None}
+    np.savez(out, **images)
+    """
+)
+
+
+def _images(gps, angle) -> dict:
+    def seed():
+        return {"num_inference_steps": 2, "output_type": "np", "generator": torch.Generator().manual_seed(0)}
+
+    area = {"gps_area": (40.74, 40.76, -74.0, -73.97), "num_gps_samples": 3}
+    return {
+        "gps": gps("a building", 40.7484, -73.9857, **seed()).images,
+        "area": gps("a building", **area, **seed()).images,
+        "angle": angle("A photo of it", azimuth=45.0, **seed()).images,
+        "angle_gps": angle("A photo of it", latitude=48.8600, longitude=2.2900, **seed()).images,
+    }
+
+
+def test_standalone_sources_import_only_torch_numpy_diffusers_transformers_and_stdlib():
+    for source in (pipeline_source(GPSToImagePipeline), pipeline_source(AngleToImagePipeline), embedder_source()):
+        tree = ast.parse(source)
+        roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert roots <= ALLOWED, roots - ALLOWED
+        assert "geo_models" not in roots
+
+
+def test_save_pretrained_writes_standalone_files_and_model_index(tmp_path):
+    tiny_gps_to_image_pipeline().save_pretrained(tmp_path / "gps")
+    tiny_angle_to_image_pipeline().save_pretrained(tmp_path / "angle")
+    for name, cls in (("gps", GPSEmbedder), ("angle", AngleEmbedder)):
+        folder = tmp_path / name
+        assert (folder / "pipeline.py").is_file()
+        assert (folder / f"{name}_embedder" / f"{STANDALONE_LIBRARY}.py").is_file()
+        index = json.loads((folder / "model_index.json").read_text())
+        assert index[f"{name}_embedder"] == [STANDALONE_LIBRARY, cls.__name__]
+
+
+def test_no_install_route_gives_identical_images_and_installed_route_still_works(tmp_path, local_hub):
+    gps, angle = tiny_gps_to_image_pipeline(), tiny_angle_to_image_pipeline()
+    gps.save_pretrained(tmp_path / "gps")
+    angle.save_pretrained(tmp_path / "angle")
+    gps.push_to_hub("tester/tiny-gps-to-image-standalone")
+    expected = _images(gps, angle)
+
+    # installed route, same folders, no remote code
+    gps2, angle2 = (DiffusionPipeline.from_pretrained(tmp_path / n) for n in ("gps", "angle"))
+    assert type(gps2) is GPSToImagePipeline and type(gps2.gps_embedder) is GPSEmbedder
+    assert type(angle2) is AngleToImagePipeline and type(angle2.angle_embedder) is AngleEmbedder
+    for pipe in (gps2, angle2):
+        pipe.set_progress_bar_config(disable=True)
+    for key, value in _images(gps2, angle2).items():
+        assert np.array_equal(value, expected[key]), key
+
+    # no-install route, in a process where geo_models cannot be imported, outside the repo
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    out = tmp_path / "images.npz"
+    args = [sys.executable, "-c", NO_GEO_MODELS, str(tmp_path / "gps"), str(tmp_path / "angle")]
+    args += ["tester/tiny-gps-to-image-standalone", str(out)]
+    env = {**os.environ, **local_hub.env(), "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = np.load(out)
+    assert np.array_equal(images["pulled"], expected["gps"])
+    for key, value in expected.items():
+        assert np.array_equal(images[key], value), key
