@@ -3,6 +3,7 @@ base it trains on them is :mod:`geo_models.generation.small_base`). Everything i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,9 @@ def split_city(data_dir: Path, *, num_images: int, image_size: int = 32, seed: i
             sub["text"] = sub["kind"].map(GENERIC_CAPTIONS)
         if split == "test":  # a fixed shuffle, so --max_pairs takes a spread of held-out cells
             sub = sub.sample(frac=1.0, random_state=0)
-        sub.to_csv(folder / "metadata.csv", index=False, float_format="%.6f")
+        tmp = folder / f"metadata.{os.getpid()}.tmp"  # atomic: stages run in parallel processes
+        sub.to_csv(tmp, index=False, float_format="%.6f")
+        os.replace(tmp, folder / "metadata.csv")
         out[split] = folder
     return out
 

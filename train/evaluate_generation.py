@@ -38,6 +38,7 @@ from geo_models.generation.evaluation import (
     image_grid,
     markdown_table,
     nearest_neighbour_indices,
+    paired_difference,
 )
 from geo_models.training import write_json_atomic
 
@@ -120,16 +121,32 @@ def load_pairs(args) -> tuple[pd.DataFrame, list | None]:
     return frame.reset_index(drop=True), real
 
 
-def score_row(method, images, texts, latlon, gps_clip, backbone, *, with_text=True) -> dict:
+def score_row(method, images, texts, latlon, gps_clip, backbone, *, with_text=True, per_point=1) -> dict:
+    """Mean CLIP / GPS scores, and the GPS score of each point (mean of its ``per_point`` images) for paired tests."""
     cs = clip_score(backbone, images, texts).mean().item() if with_text else None
-    gs = gps_clip.gps_score(images, latlon).mean().item()
+    gs = gps_clip.gps_score(images, latlon).float()
     return {
         "method": method,
         "clip_score": cs,
-        "gps_score": gs,
-        "avg": (cs + gs) / 2 if cs is not None else None,
+        "gps_score": gs.mean().item(),
+        "avg": (cs + gs.mean().item()) / 2 if cs is not None else None,
         "n": len(images),
+        "gps_score_per_point": [round(v, 4) for v in gs.view(-1, per_point).mean(1).tolist()],
     }
+
+
+PAIRED = (  # (a, b): is a's GPS score higher than b's on the same points (and, for generated rows, the same noise)?
+    ("Ours (text + GPS)", "Ours, GPS zeroed (text only)"),
+    ("Ours, text zeroed (GPS only)", "Ours, GPS zeroed (text only)"),
+    ("Ours (text + GPS)", "GPS NN (training image)"),
+    ("Ours, text zeroed (GPS only)", "GPS NN (training image)"),
+)
+
+
+def paired_gps_scores(rows: list[dict]) -> list[dict]:
+    """:func:`paired_difference` of the per-point GPS scores for the pairs of :data:`PAIRED` present in ``rows``."""
+    by = {r["method"]: r["gps_score_per_point"] for r in rows if "gps_score_per_point" in r}
+    return [{"a": a, "b": b, **paired_difference(by[a], by[b])} for a, b in PAIRED if a in by and b in by]
 
 
 def evaluate_gps(args, pipe, backbone) -> tuple[list[dict], list[list]]:
@@ -167,7 +184,9 @@ def evaluate_gps(args, pipe, backbone) -> tuple[list[dict], list[list]]:
         variants.append(("Ours, text zeroed (GPS only)", [""] * len(texts), args.gps_guidance_scale, False))
     for method, prompts, w_g, with_text in variants:
         images = generate_images(pipe, prompts, cond, gps_guidance_scale=w_g, desc=method, **common)
-        rows.append(score_row(method, images, rep_texts, rep_latlon, gps_clip, backbone, with_text=with_text))
+        rows.append(
+            score_row(method, images, rep_texts, rep_latlon, gps_clip, backbone, with_text=with_text, per_point=n)
+        )
         samples.append(images[::n])
     if real is not None:
         rows.append(score_row("Real held-out photo", real, texts, latlon, gps_clip, backbone))
@@ -262,6 +281,12 @@ def main(argv=None) -> dict:
     table = markdown_table(rows, columns)
     print(table)
     result = {"mode": mode, "rows": rows, "table": table, "args": {k: v for k, v in vars(args).items()}}
+    if mode == "gps":
+        result["paired"] = paired_gps_scores(rows)
+        for p in result["paired"]:
+            ci = f"95% CI {p['ci95_low']:+.2f} to {p['ci95_high']:+.2f}"
+            print(f"GPS score, {p['a']} - {p['b']}: {p['mean_diff']:+.2f} ({ci}; higher on "
+                  f"{100 * p['share_positive']:.0f}% of {p['n']} points)")  # fmt: skip
     Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.output_json, result)
     if args.sample_grid:

@@ -35,6 +35,7 @@ __all__ = [
     "generate_images",
     "image_grid",
     "markdown_table",
+    "paired_difference",
     "nearest_neighbour_indices",
 ]
 
@@ -230,6 +231,21 @@ def generate_images(
         out = pipe([prompts[p] for p, _ in chunk], generator=generators, output_type="pil", **kwargs, **call_kwargs)
         images.extend(out.images)
     return images
+
+
+def paired_difference(a: Any, b: Any, *, num_resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Paired comparison of per-item scores ``a`` and ``b`` (same items, e.g. the same GPS point and initial noise):
+    mean of ``a - b``, its 95% bootstrap interval (``num_resamples`` resamples of the items, seeded), the share of
+    items with ``a > b`` and ``n``. An interval above 0 says ``a`` scores higher beyond resampling noise."""
+    a, b = torch.as_tensor(a, dtype=torch.float64).reshape(-1), torch.as_tensor(b, dtype=torch.float64).reshape(-1)
+    if a.shape != b.shape or a.numel() < 2:
+        raise ValueError(f"a and b must hold the same number (>= 2) of paired scores, got {a.numel()} and {b.numel()}")
+    d = a - b
+    g = torch.Generator().manual_seed(seed)
+    means = d[torch.randint(0, len(d), (num_resamples, len(d)), generator=g)].mean(1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"mean_diff": d.mean().item(), "ci95_low": low, "ci95_high": high,
+            "share_positive": (d > 0).double().mean().item(), "n": len(d)}  # fmt: skip
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:

@@ -19,6 +19,7 @@ from geo_models.generation.evaluation import (
     colour_features,
     generate_images,
     nearest_neighbour_indices,
+    paired_difference,
 )
 from geo_models.generation.gps_clip import GPSCLIP
 from geo_models.testing import tiny_angle_to_image_pipeline, tiny_gps_to_image_pipeline
@@ -102,6 +103,16 @@ def test_angle_classifier_is_accurate_on_real_procedural_views(landmark, backbon
         loaded.predict(torch.zeros(2, 5))
 
 
+def test_paired_difference():
+    a = torch.arange(20.0)
+    up = paired_difference(a + 1.0 + 0.1 * torch.randn(20, generator=torch.Generator().manual_seed(0)), a)
+    assert up["ci95_low"] > 0.8 and up["share_positive"] == 1.0 and up["n"] == 20
+    noise = paired_difference(torch.randn(200, generator=torch.Generator().manual_seed(1)), torch.zeros(200))
+    assert noise["ci95_low"] < 0 < noise["ci95_high"]
+    with pytest.raises(ValueError, match="paired"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
 def test_clip_score_range(backbone):
     images = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
     scores = clip_score(backbone, images, ["a red square", "a blue square"])
@@ -145,6 +156,13 @@ def test_evaluate_script_gps_table(train_script, saved, city, tmp_path, capsys):
     assert "| Method | CLIP Score | GPS Score | Avg |" in printed and "| Ours, text zeroed (GPS only) | - |" in printed
     assert result["table"] in printed
     assert Image.open(tmp_path / "grid.png").size == (3 * 64, 4 * 64)
+    # paired per-point GPS scores: 3 points (2 images each averaged), 4 comparisons, printed with their interval
+    ours = rows["Ours (text + GPS)"]["gps_score_per_point"]
+    assert len(ours) == 3 and sum(ours) / 3 == pytest.approx(rows["Ours (text + GPS)"]["gps_score"], abs=1e-3)
+    assert [(p["a"], p["b"]) for p in result["paired"]] == [tuple(ab) for ab in evaluate.PAIRED]
+    for p in result["paired"]:
+        assert p["n"] == 3 and p["ci95_low"] <= p["mean_diff"] <= p["ci95_high"]
+    assert "GPS score, Ours (text + GPS) - Ours, GPS zeroed (text only): " in printed
     # pairs from a held-out imagefolder: one more row, the real photos
     held_out = evaluate.main([*args[:8], "--test_data", str(city), "--max_pairs", "2", "--no_gps_only"] + args[12:])
     assert [r["method"] for r in held_out["rows"]][-1] == "Real held-out photo"
