@@ -237,9 +237,8 @@ def main(argv=None) -> dict:
     for i in (1, 2):
         tries = {f.stem[len(f"table{i}") :]: json.loads(f.read_text()) for f in sorted(d.glob(f"table{i}*.json"))}
         out[f"table{i}_tries"] = {k: {"rows": v["rows"], "args": v.get("args")} for k, v in tries.items()}
-    for name in ("gps_to_image", "angle_to_image"):
-        runs = {f.stem: json.loads(f.read_text()) for f in sorted((d / name).glob("bench*.json"))}
-        out[f"{name}_runs"] = runs
+    for name, folder in (("gps_to_image", gps_dir), ("angle_to_image", angle_dir)):
+        out[f"{name}_runs"] = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("bench*.json"))}
     Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output_json).write_text(json.dumps(out, indent=2, default=str) + "\n")
     return out

@@ -39,6 +39,7 @@ from apps.generate.inference import (  # noqa: E402
     pixel_to_latlon,
     trained_area,
 )
+from geo_models.data.procedural.city import GENERIC_CAPTIONS  # noqa: E402
 
 TITLE = "Generate a photo taken here"
 DISPLAY_MIN_SIDE = 320  # small model outputs are upscaled (nearest) for display; the API returns the raw image
@@ -72,6 +73,8 @@ def create_demo(store: ModelStore) -> gr.Blocks:
     lat0, lon0 = default_point(area)
     radius0 = default_radius_km(area)
     radius_max = max(round(radius0 * 10, 1), 1.0)
+    # the starter model learned the procedural city's generic captions ("A street in Manhattan", ...)
+    starter_prompt = GENERIC_CAPTIONS["street"] if error is None and store.settings.is_starter(MODEL_NAME) else ""
 
     def redraw(lat, lon, mode, radius):
         lat, lon = _point(lat, lon)
@@ -129,7 +132,7 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                     lon = gr.Number(lon0, label="longitude", elem_id="generate-lon")
                 note = gr.Markdown(elem_id="generate-note")
             with gr.Column(scale=2):
-                prompt = gr.Textbox(label="Prompt", placeholder="a street with tall buildings")
+                prompt = gr.Textbox(starter_prompt, label="Prompt", placeholder="a street with tall buildings")
                 text_scale = gr.Slider(0, MAX_GUIDANCE, value=3.5, step=0.5, label="text guidance")
                 gps_scale = gr.Slider(0, MAX_GUIDANCE, value=7.5, step=0.5, label="GPS guidance")
                 steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="steps")

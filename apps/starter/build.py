@@ -32,7 +32,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 STARTER = Path(__file__).resolve().parent
 MODELS = ("geoclip", "locdiff", "sphere_flow", "gps_to_image")
-KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json", "pipeline.py"}  # plus the model folders below
+# plus the model folders below; pipeline.py: the no-install route of diffusers pipelines
+KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json", "pipeline.py"}
 
 TRAIN = {
     "geoclip": ("train_geoclip", [
