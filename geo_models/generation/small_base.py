@@ -186,7 +186,7 @@ def pretrain_small_base(out: Path, base: Path, folders: list[Path], *, steps: in
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
     lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     g = torch.Generator().manual_seed(seed)
-    t0, log = time.time(), []
+    t0, c0, log = time.time(), time.process_time(), []
     unet.train()
     for step in range(steps):
         idx = torch.randint(0, len(latents), (batch_size,), generator=g)
@@ -206,6 +206,6 @@ def pretrain_small_base(out: Path, base: Path, folders: list[Path], *, steps: in
     unet.eval()
     pipe.save_pretrained(out)
     stats = {"steps": steps, "batch_size": batch_size, "lr": lr, "seconds": time.time() - t0,
-             "cpu_seconds": time.process_time(), "n_images": len(latents), "log": log}  # fmt: skip
+             "cpu_seconds": time.process_time() - c0, "n_images": len(latents), "log": log}  # fmt: skip
     stats_path.write_text(json.dumps(stats, indent=2) + "\n")
     return stats
