@@ -38,6 +38,7 @@ from apps.generate.inference import (  # noqa: E402
     outside_note,
     pixel_to_latlon,
     trained_area,
+    uses_starter,
 )
 from geo_models.data.procedural.city import GENERIC_CAPTIONS  # noqa: E402
 
@@ -74,7 +75,7 @@ def create_demo(store: ModelStore) -> gr.Blocks:
     radius0 = default_radius_km(area)
     radius_max = max(round(radius0 * 10, 1), 1.0)
     # the starter model learned the procedural city's generic captions ("A street in Manhattan", ...)
-    starter_prompt = GENERIC_CAPTIONS["street"] if error is None and store.settings.is_starter(MODEL_NAME) else ""
+    starter_prompt = GENERIC_CAPTIONS["street"] if error is None and uses_starter(store) else ""
 
     def redraw(lat, lon, mode, radius):
         lat, lon = _point(lat, lon)

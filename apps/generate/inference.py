@@ -43,6 +43,11 @@ def model_source(store: ModelStore) -> str:
     return source or str(STARTER_DIR / MODEL_NAME)
 
 
+def uses_starter(store: ModelStore) -> bool:
+    """True when the GPS-to-image model is the bundled starter folder."""
+    return Path(model_source(store)).resolve() == (STARTER_DIR / MODEL_NAME).resolve()
+
+
 def load_gps_to_image(source: str, device: str = "cpu"):
     """A ``GPSToImagePipeline`` from a ``save_pretrained`` folder or a Hub id (``user/repo@revision`` pins one)."""
     path, revision = split_revision(source)
