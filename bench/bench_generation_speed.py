@@ -58,25 +58,14 @@ def parse_args(argv=None):
 
 
 def components(seed: int = 0) -> dict:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel
 
     from geo_models.generation import GPSEmbedder
+    from geo_models.generation.small_base import small_unet
     from geo_models.testing.tiny import clip_tokenizer, tiny_text_encoder_config
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(64, 128, 256),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TEXT_WIDTH,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    ).eval()
+    unet = small_unet(32, TEXT_WIDTH, seed, block_out_channels=(64, 128, 256), norm_num_groups=32).eval()
     vae = AutoencoderKL(  # only its config is used here (scale factor 4; never decoded)
         down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3,

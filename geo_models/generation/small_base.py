@@ -49,6 +49,25 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / max(mse, 1e-12))
 
 
+def _optimise(model: torch.nn.Module, batch_loss, *, steps: int, lr: float, weight_decay: float, log_every: int,
+              label: str) -> list[dict]:  # fmt: skip
+    """``steps`` AdamW steps on ``batch_loss()`` (draws its own batch) with a one-cycle learning rate (5% warm-up);
+    returns the loss log (every ``log_every`` steps and the last), also printed."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    t0, log = time.time(), []
+    for step in range(steps):
+        loss = batch_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step + 1 == steps:
+            log.append({"step": step + 1, "loss": loss.item(), "seconds": time.time() - t0})
+            print(f"{label} step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+    return log
+
+
 def train_small_vae(out: Path, train: torch.Tensor, test: torch.Tensor, *, steps: int, batch_size: int = 32,
                     lr: float = 2e-3, kl_weight: float = 1e-6, seed: int = 0) -> dict:  # fmt: skip
     """A small 2x AutoencoderKL trained on ``train`` pixels; saved to ``out`` with ``scaling_factor`` = 1 / latent
@@ -70,23 +89,17 @@ def train_small_vae(out: Path, train: torch.Tensor, test: torch.Tensor, *, steps
         norm_num_groups=16,
         sample_size=train.shape[-1],
     )
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     g = torch.Generator().manual_seed(seed)
-    t0, log = time.time(), []
-    vae.train()
-    for step in range(steps):
+
+    def batch_loss() -> torch.Tensor:
         x = train[torch.randint(0, len(train), (batch_size,), generator=g)]
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=g)).sample
-        loss = torch.nn.functional.mse_loss(rec, x) + kl_weight * post.kl().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 50 == 0 or step + 1 == steps:
-            log.append({"step": step + 1, "loss": loss.item(), "seconds": time.time() - t0})
-            print(f"vae step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+        return torch.nn.functional.mse_loss(rec, x) + kl_weight * post.kl().mean()
+
+    t0 = time.time()
+    vae.train()
+    log = _optimise(vae, batch_loss, steps=steps, lr=lr, weight_decay=0.0, log_every=50, label="vae")
     seconds = time.time() - t0
     vae.eval()
     with torch.no_grad():
@@ -106,8 +119,10 @@ def train_small_vae(out: Path, train: torch.Tensor, test: torch.Tensor, *, steps
     return stats
 
 
-def small_unet(sample_size: int = 16, cross_attention_dim: int = TEXT_WIDTH, seed: int = 0):
-    """A small SD-like UNet (3 levels 32/64/64, cross-attention at the two upper levels)."""
+def small_unet(sample_size: int = 16, cross_attention_dim: int = TEXT_WIDTH, seed: int = 0, *,
+               block_out_channels: tuple[int, int, int] = (32, 64, 64), norm_num_groups: int = 16):  # fmt: skip
+    """A small SD-like UNet (3 levels, default 32/64/64 channels, cross-attention at the two upper levels, one layer
+    per block, head dim 8), seeded."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -115,13 +130,13 @@ def small_unet(sample_size: int = 16, cross_attention_dim: int = TEXT_WIDTH, see
         sample_size=sample_size,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64, 64),
+        block_out_channels=tuple(block_out_channels),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=8,
-        norm_num_groups=16,
+        norm_num_groups=norm_num_groups,
     )
 
 
@@ -183,26 +198,20 @@ def pretrain_small_base(out: Path, base: Path, folders: list[Path], *, steps: in
         tokens = pipe.text_encoder(ids)[0]
     caption_index = torch.tensor([unique.index(c) for c in captions])
     unet, sched = pipe.unet, pipe.scheduler
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
-    lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     g = torch.Generator().manual_seed(seed)
-    t0, c0, log = time.time(), time.process_time(), []
-    unet.train()
-    for step in range(steps):
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, len(latents), (batch_size,), generator=g)
         x0, cap = latents[idx], caption_index[idx].clone()
         cap[torch.rand(batch_size, generator=g) < caption_drop] = len(unique) - 1
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=g)
         pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=tokens[cap]).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        lr_sched.step()
-        if step % 100 == 0 or step + 1 == steps:
-            log.append({"step": step + 1, "loss": loss.item(), "seconds": time.time() - t0})
-            print(f"base step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    t0, c0 = time.time(), time.process_time()
+    unet.train()
+    log = _optimise(unet, batch_loss, steps=steps, lr=lr, weight_decay=1e-2, log_every=100, label="base")
     unet.eval()
     pipe.save_pretrained(out)
     stats = {"steps": steps, "batch_size": batch_size, "lr": lr, "seconds": time.time() - t0,
