@@ -113,6 +113,30 @@ def test_tiny_model_density_integrates_to_one(objective, num_points):
     assert abs(float(logp.exp().mean()) * 4 * math.pi - 1) < 0.01
 
 
+@pytest.mark.parametrize(
+    "objective, convention", [("riemannian", "sphere"), ("riemannian", "plonk"), ("flow_r3", "plonk")]
+)
+def test_gamma_trapezoid_converges_to_the_adaptive_solution(objective, convention):
+    """The fixed grid in gamma solves the same ODE: it converges to the tight dopri5 value."""
+    pipe = tiny_sphere_flow_pipeline(objective)
+    emb = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))
+    kw = dict(image_embeddings=emb, convention=convention, dtype=torch.float64)
+    exact = pipe.log_prob(POINTS[:4], atol=1e-9, rtol=1e-9, **kw)
+    err = {n: (pipe.log_prob(POINTS[:4], method="gamma_trapezoid", num_steps=n, **kw) - exact).abs().max().item()
+           for n in (8, 128)}  # fmt: skip
+    assert err[128] < 1e-4 and err[128] < err[8] / 3  # (not monotone in between: the time sinusoids alias)
+    out = pipe.likelihood(POINTS[:4], method="gamma_trapezoid", num_steps=32, **kw)
+    assert out.nfe == 33 and out.base.shape == (4, 3)
+    if objective == "riemannian":
+        assert torch.allclose(out.base.norm(dim=-1), torch.ones(4, dtype=torch.float64))
+
+
+def test_gamma_trapezoid_density_integrates_to_one():
+    pipe = tiny_sphere_flow_pipeline()
+    logp = pipe.log_prob(fibonacci_lattice(1000), image_embeddings=EMB, method="gamma_trapezoid", num_steps=64)
+    assert logp.max() - logp.min() > 1.0 and abs(float(logp.exp().mean()) * 4 * math.pi - 1) < 0.01
+
+
 def test_grid_quadrature_and_guided_density():
     pipe = tiny_sphere_flow_pipeline()
     grid = pipe.density_grid(image_embeddings=EMB, resolution_deg=6.0, **TOL)
@@ -161,6 +185,9 @@ def test_batching_dtypes_conventions_and_shapes():
         ({"atol": 0.0}, "atol"),
         ({"batch_size": 0}, "batch_size"),
         ({"radial_nodes": 0, "objective": "flow_r3"}, "radial_nodes"),
+        ({"method": "gamma_trapezoid", "num_steps": 0}, "num_steps"),
+        ({"method": "gamma_trapezoid", "num_steps": 2.5}, "num_steps"),
+        ({"method": "gamma_trapezoid", "objective": "diffusion_r3"}, "method"),
     ],
 )
 def test_bad_inputs(kwargs, name):

@@ -57,9 +57,17 @@ from geo_models.flow.modeling import GeoAdaLNMLP
 from geo_models.flow.objectives import FlowObjective, get_objective
 from geo_models.flow.schedules import SigmoidSchedule
 
-__all__ = ["CONVENTIONS", "RADIAL_EDGES", "LikelihoodOutput", "exact_log_prob", "radial_quadrature"]
+__all__ = [
+    "CONVENTIONS",
+    "GAMMA_GRID_METHOD",
+    "RADIAL_EDGES",
+    "LikelihoodOutput",
+    "exact_log_prob",
+    "radial_quadrature",
+]
 
 CONVENTIONS = ("sphere", "plonk")
+GAMMA_GRID_METHOD = "gamma_trapezoid"  # fixed uniform grid in gamma (:func:`_trapezoid_in_gamma`), not torchdiffeq
 # Panel edges in r of the radial quadrature (Gauss-Legendre in log r): fine around the unit sphere, where trained R³
 # models put their mass, and out to r = 1000, where an untrained diffusion model puts it (its probability-flow ODE
 # expands the base by ~1 / sqrt(gamma_min) when the noise prediction is inconsistent).
@@ -132,23 +140,30 @@ class _Drift:
         self.sqrt_time = objective.name == "diffusion_r3" and convention == "sphere"  # time variable s = sqrt(t)
         self.nfe = 0
 
-    def __call__(self, time: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    def per_gamma(self, x: torch.Tensor, gamma: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(dx / dgamma (B, 3), d logdet / dgamma (B,))`` of the objectives whose drift is ``gamma'(t)`` times the
+        field (Riemannian, flow_r3); one field + Jacobian evaluation."""
         self.nfe += 1
-        # PLONK evaluates the schedule in the state's dtype; so does its convention here (same steps, same numbers).
-        t = time.to(state.dtype) if self.convention == "plonk" else time.double()
-        t = t**2 if self.sqrt_time else t
-        gamma, dgamma = self.schedule(t), self.schedule.derivative(t)
-        x = state[:, :3]
         if self.objective.name == "riemannian" and self.convention == "sphere":
             xh = x / x.norm(dim=-1, keepdim=True)
             v, jac = self.field.with_jacobian(xh, gamma)
             xv = (xh * v).sum(-1)
             div = jac.diagonal(dim1=1, dim2=2).sum(-1) - torch.einsum("bi,bij,bj->b", xh, jac, xh) - 2 * xv
-            dx, ddiv = float(dgamma) * (v - xv[:, None] * xh), float(dgamma) * div
-        elif self.objective.name != "diffusion_r3":
-            v, jac = self.field.with_jacobian(x, gamma)
-            dx, ddiv = float(dgamma) * v, float(dgamma) * jac.diagonal(dim1=1, dim2=2).sum(-1)
-        elif self.convention == "plonk":
+            return v - xv[:, None] * xh, div
+        v, jac = self.field.with_jacobian(x, gamma)
+        return v, jac.diagonal(dim1=1, dim2=2).sum(-1)
+
+    def __call__(self, time: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        # PLONK evaluates the schedule in the state's dtype; so does its convention here (same steps, same numbers).
+        t = time.to(state.dtype) if self.convention == "plonk" else time.double()
+        t = t**2 if self.sqrt_time else t
+        gamma, dgamma = self.schedule(t), self.schedule.derivative(t)
+        x = state[:, :3]
+        if self.objective.name != "diffusion_r3":
+            v, div = self.per_gamma(x, gamma)
+            return torch.cat([float(dgamma) * v, float(dgamma) * div[:, None]], dim=1)
+        self.nfe += 1
+        if self.convention == "plonk":
             eps, jac = self.field.with_jacobian(x, gamma)
             alpha = float(self.schedule.plonk_alpha(t))
             dx = -0.5 * (alpha * x - abs(alpha) * eps)
@@ -164,24 +179,57 @@ class _Drift:
         return torch.cat([dx, ddiv[:, None]], dim=1)
 
 
+def _trapezoid_in_gamma(drift: _Drift, xyz: torch.Tensor, schedule: SigmoidSchedule, num_steps: int):
+    """Integrate ``d(x, logdet)/dgamma`` over a uniform grid of ``num_steps`` steps in ``gamma``, from
+    ``gamma(0) = 1`` (data) to ``gamma(1)`` (noise): trapezoidal predictor-corrector for ``x`` (Euler predictor,
+    trapezoidal corrector, one field + Jacobian evaluation per node, PEC) and the trapezoidal rule for ``logdet`` on
+    the same nodes -> ``(x_end, logdet)``.
+
+    Why ``gamma`` and a uniform grid: the field depends on time only through sinusoids of ``1000 gamma`` (PLONK's
+    time embedding), so along a trajectory it is band-limited in ``gamma`` (fastest channel ~159 cycles over
+    [0, 1]; on a random YFCC-size network its spectrum falls ~10x above 256 cycles), and equispaced samples are
+    the efficient quadrature for band-limited integrands; an adaptive Runge-Kutta pair in ``t`` spends ~6.8
+    evaluations per cycle of that channel. The trajectory itself barely sees the fast sinusoids (their integral
+    moves ``x`` by ~1e-5), so the trapezoidal corrector tracks it at the same nodes."""
+    g0 = float(schedule(torch.tensor(0.0, dtype=torch.float64)))
+    g1 = float(schedule(torch.tensor(1.0, dtype=torch.float64)))
+    grid = torch.linspace(g0, g1, num_steps + 1, dtype=torch.float64)
+    h = (g1 - g0) / num_steps  # < 0: gamma falls from data to noise
+    x = xyz
+    f, div = drift.per_gamma(x, grid[0])
+    logdet = 0.5 * h * div.double()
+    for n in range(1, num_steps + 1):
+        x_pred = x + h * f
+        f_next, div = drift.per_gamma(x_pred, grid[n])
+        x = x + (0.5 * h) * (f + f_next)
+        f = f_next
+        logdet = logdet + (0.5 * h if n == num_steps else h) * div.double()
+    return x, logdet.to(xyz.dtype)
+
+
 @torch.no_grad()
-def _solve(network, objective, schedule, xyz, image_embeddings, *, guidance_scale, convention, method, atol, rtol):
+def _solve(
+    network, objective, schedule, xyz, image_embeddings, *, guidance_scale, convention, method, atol, rtol, num_steps
+):
     """Pointwise log-density at ``xyz (M, 3)`` (on S² for the Riemannian "sphere" case, else in R³) -> ``(M,)``."""
     from torchdiffeq import odeint
 
     field = GuidedField(network, image_embeddings, guidance_scale)
     drift = _Drift(field, objective, schedule, convention)
-    if drift.sqrt_time:
-        t_max = _t_for_gamma(schedule, DIFFUSION_GAMMA_MIN)
-        span = [math.sqrt(DIFFUSION_T_MIN), math.sqrt(t_max)]
+    if method == GAMMA_GRID_METHOD:
+        z, logdet = _trapezoid_in_gamma(drift, xyz, schedule, num_steps)
     else:
-        span = [0.0, 1.0]
-    state = torch.cat([xyz, torch.zeros_like(xyz[:, :1])], dim=1)
-    options = {"min_step": 1e-5} if convention == "plonk" else {}
-    end = odeint(
-        drift, state, torch.tensor(span, dtype=torch.float64), method=method, atol=atol, rtol=rtol, options=options
-    )[-1]
-    z, logdet = end[:, :3], end[:, 3]
+        if drift.sqrt_time:
+            t_max = _t_for_gamma(schedule, DIFFUSION_GAMMA_MIN)
+            span = [math.sqrt(DIFFUSION_T_MIN), math.sqrt(t_max)]
+        else:
+            span = [0.0, 1.0]
+        state = torch.cat([xyz, torch.zeros_like(xyz[:, :1])], dim=1)
+        options = {"min_step": 1e-5} if convention == "plonk" else {}
+        end = odeint(
+            drift, state, torch.tensor(span, dtype=torch.float64), method=method, atol=atol, rtol=rtol, options=options
+        )[-1]
+        z, logdet = end[:, :3], end[:, 3]
     if objective.on_sphere:
         z = z / z.norm(dim=-1, keepdim=True)
     return objective.base_log_prob(z) + logdet, z, drift.nfe
@@ -202,13 +250,20 @@ def exact_log_prob(
     radial_nodes: int = 4,
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
+    num_steps: int = 256,
 ) -> LikelihoodOutput:
     """Exact log-density of unit vectors ``xyz (N, 3)`` given ``image_embeddings (N, cond_dim)`` (module docstring).
 
     Args:
         guidance_scale: evaluate the guided field ``(1 + w) psi_c - w psi_0`` (0: the model's own density).
         convention: ``"sphere"`` (densities on S² w.r.t. area) or ``"plonk"`` (PLONK's numbers).
-        method, atol, rtol: torchdiffeq solver and tolerances (PLONK: dopri5, 1e-6, 1e-6).
+        method, atol, rtol: torchdiffeq solver and tolerances (PLONK: dopri5, 1e-6, 1e-6), or
+            ``method="gamma_trapezoid"``: ``num_steps`` fixed steps, uniform in ``gamma`` (:func:`_trapezoid_in_gamma`;
+            tolerances unused; Riemannian and flow_r3 objectives). On PLONK's YFCC-size network with random weights
+            (``bench/bench_flow_plonk.py``), 256 steps land within ~1e-4 nats of the converged value with ~4x fewer
+            evaluations than dopri5 at 1e-6; fewer steps alias the fast sinusoids (192 steps: up to 2e-3 nats off).
+            A trained network with a slower time dependence needs fewer.
+        num_steps: steps of ``"gamma_trapezoid"`` (``num_steps + 1`` field + Jacobian evaluations).
         radial_nodes: Gauss-Legendre nodes per radial panel (R³ objectives, "sphere" convention).
         batch_size: ODE rows per solve (default: all points in one solve); a point of an R³ objective under the
             "sphere" convention is one row per radial node.
@@ -217,6 +272,14 @@ def exact_log_prob(
     objective = get_objective(objective)
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if method == GAMMA_GRID_METHOD:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+        if objective.name == "diffusion_r3":
+            raise ValueError(
+                f"method={GAMMA_GRID_METHOD!r} needs an ODE that is gamma'(t) times the network's field (riemannian, "
+                f"flow_r3); the {objective.name} probability-flow ODE is singular at gamma = 0: use method='dopri5'"
+            )
     if not (atol > 0 and rtol > 0):
         raise ValueError(f"atol and rtol must be > 0, got atol={atol}, rtol={rtol}")
     if dtype is not None and dtype != network.dtype:
@@ -232,7 +295,9 @@ def exact_log_prob(
         r, log_w = radial_quadrature(radial_nodes)
         r, log_w, k = r.to(param.device, param.dtype), log_w.to(param.device, param.dtype), len(r)
     step = n if batch_size is None else max(1, int(batch_size) // k)  # points per solve
-    kwargs = dict(guidance_scale=guidance_scale, convention=convention, method=method, atol=atol, rtol=rtol)
+    kwargs = dict(
+        guidance_scale=guidance_scale, convention=convention, method=method, atol=atol, rtol=rtol, num_steps=num_steps
+    )
     logps, bases, nfe = [], [], 0
     for s in range(0, n, step):
         x, e = xyz[s : s + step], emb[s : s + step]

@@ -23,7 +23,6 @@ by all points of one image at one time) and a fused forward-mode pass returning 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,6 @@ __all__ = ["PLONK_CONFIG_KEYS", "GeoAdaLNMLP", "GeoAdaLNMLPOutput", "ModelMixin"
 PLONK_CONFIG_KEYS = ("input_dim", "dim", "depth", "expansion", "cond_dim")
 TIME_SCALE = 1000.0  # PLONK's TimeEmbedder(time_scaling=1000): the sinusoids see 1000 * gamma
 _LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as in PLONK
-_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 # Per block (scale, shift, gate), then the final (scale, shift); each (B, dim).
 Modulations = tuple[tuple[torch.Tensor, ...], ...]
@@ -257,5 +255,6 @@ def _layer_norm_jvp(h: torch.Tensor) -> torch.Tensor:
 
 
 def _gelu_derivative(a: torch.Tensor) -> torch.Tensor:
-    """d/da of the exact GELU ``a Phi(a)``: ``Phi(a) + a phi(a)``."""
-    return 0.5 * (1 + torch.erf(a * (1 / math.sqrt(2)))) + a * torch.exp(-0.5 * a * a) * _INV_SQRT_2PI
+    """d/da of the exact GELU ``a Phi(a)``: ``Phi(a) + a phi(a)`` (torch's fused GELU-backward kernel with a unit
+    gradient: one pass instead of the ~10 elementwise passes of the formula, ~3x faster on CPU)."""
+    return torch.ops.aten.gelu_backward(torch.ones_like(a), a)
