@@ -12,6 +12,13 @@
 3. Sampling throughput, Riemannian Euler, 32 steps, guidance 2: PLONK's ``riemannian_flow_sampler`` (what its pipeline
    runs after embedding the images; it repeats each image's embedding per sample) vs our ``pipe.sample``.
 
+``--network DIR --embeddings PARQUET`` runs the same comparison on a trained Riemannian pipeline instead (exported
+in PLONK's format), with real features and their true locations as inputs, e.g. the demo's starter model:
+
+    python bench/bench_flow_plonk.py --network apps/starter/sphere_flow \
+        --embeddings outputs/bench_data/world_test_2000_procedural-clip --workdir /tmp/flow_plonk_starter \
+        --plonk_points 256 --num_points 256 --fast_steps 32 64 128 --output_json bench/results/flow_plonk_starter.json
+
 Everything with one thread. PLONK's venv (it pins scipy 1.13, so not the project venv):
 
     python -m venv /tmp/plonk_venv && /tmp/plonk_venv/bin/pip install torch==2.14.1 torchvision==0.29.1 diff-plonk
@@ -46,6 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--plonk_python", default="/tmp/plonk_venv/bin/python", help="python of PLONK's venv")
     p.add_argument("--workdir", default="/tmp/flow_plonk_bench", help="checkpoint, inputs, PLONK's raw outputs")
+    p.add_argument("--network", default=None,
+                   help="a trained Riemannian SphereFlowPipeline folder to compare on instead of PLONK's random "
+                        "YFCC-size network (exported in PLONK's format)")  # fmt: skip
+    p.add_argument("--embeddings", default=None,
+                   help="embedding parquet (file or folder) whose rows (features + true location) are the "
+                        "likelihood inputs; default: random points and N(0, 1) features")  # fmt: skip
     p.add_argument("--num_points", type=int, default=256, help="points for our likelihood")
     p.add_argument("--plonk_points", type=int, default=64, help="first points also run through PLONK's likelihood")
     p.add_argument("--tol", type=float, default=1e-6, help="dopri5 atol = rtol")
@@ -93,6 +106,22 @@ def solver_check(args) -> list[dict]:
     return rows
 
 
+def export_for_plonk(network_dir: str, ckpt: Path) -> dict:
+    """Write a trained pipeline's network in PLONK's format: ``config.json`` with PLONK's keys and
+    ``model.safetensors`` (our ``GeoAdaLNMLP`` has PLONK's parameter names)."""
+    from safetensors.torch import save_file
+
+    from geo_models.flow.modeling import PLONK_CONFIG_KEYS
+
+    pipe = SphereFlowPipeline.from_pretrained(network_dir)
+    if pipe.objective.name != "riemannian":
+        sys.exit(f"--network {network_dir}: PLONK's likelihood is for the riemannian objective, not {pipe.objective}")
+    ckpt.mkdir(parents=True, exist_ok=True)
+    (ckpt / "config.json").write_text(json.dumps({k: int(pipe.network.config[k]) for k in PLONK_CONFIG_KEYS}))
+    save_file({k: v.contiguous() for k, v in pipe.network.state_dict().items()}, str(ckpt / "model.safetensors"))
+    return {"saved": str(ckpt), "parameters": sum(p.numel() for p in pipe.network.parameters())}
+
+
 def plonk(args, *cmd) -> dict:
     """Run ``plonk_side.py`` in PLONK's venv; its last stdout line is JSON."""
     proc = subprocess.run([args.plonk_python, str(HERE / "plonk_side.py"), *map(str, cmd)], capture_output=True,
@@ -123,13 +152,21 @@ def main(argv=None) -> dict:
     ckpt, inputs = work / "ckpt", work / "inputs.pt"
 
     # ---- same weights (PLONK's save), same inputs
-    saved = plonk(args, "save", ckpt, "--seed", args.seed)
+    saved = export_for_plonk(args.network, ckpt) if args.network else plonk(args, "save", ckpt, "--seed", args.seed)
+    cond_dim = json.loads((ckpt / "config.json").read_text())["cond_dim"]
     g = torch.Generator().manual_seed(args.seed)
     n, m = args.num_points, min(args.plonk_points, args.num_points)
-    latlon = xyz_to_latlon(uniform_sphere_xyz(n, generator=g)).float()
-    emb = torch.randn(n, 1024, generator=g)
-    sample_emb = torch.randn(args.sample_images, 1024, generator=g)
-    x_n = uniform_sphere_xyz(args.sample_images * args.samples_per_image, generator=g).float()
+    if args.embeddings:  # real inputs: each row's features and its true location
+        from geo_models.data.embeddings import read_embedding_parquet
+
+        emb, latlon, _ = read_embedding_parquet(args.embeddings)
+        emb, latlon, sample_emb = emb[:n], latlon[:n], emb[: args.sample_images]
+        n, m = len(emb), min(m, len(emb))
+    else:
+        latlon = xyz_to_latlon(uniform_sphere_xyz(n, generator=g)).float()
+        emb = torch.randn(n, cond_dim, generator=g)
+        sample_emb = torch.randn(args.sample_images, cond_dim, generator=g)
+    x_n = uniform_sphere_xyz(len(sample_emb) * args.samples_per_image, generator=g).float()
     torch.save({"latlon": latlon, "emb": emb, "x_N": x_n,
                 "sample_emb": sample_emb.repeat_interleave(args.samples_per_image, 0)}, inputs)  # fmt: skip
     pipe = SphereFlowPipeline.from_pretrained(ckpt)
@@ -196,7 +233,11 @@ def main(argv=None) -> dict:
     result = {
         "config": {k: v for k, v in vars(args).items() if k not in ("output_json",)},
         "plonk_version_torch": versions,
-        "network": {"dim": 512, "depth": 12, "expansion": 4, "cond_dim": 1024, "parameters": saved["parameters"]},
+        "network": {
+            **json.loads((ckpt / "config.json").read_text()),
+            "parameters": saved["parameters"],
+            "source": args.network or "PLONK's GeoAdaLNMLP, random weights",
+        },  # fmt: skip
         "likelihood": {
             "convention": "plonk",
             "solver": f"dopri5 atol=rtol={args.tol}",

@@ -38,8 +38,10 @@ Bits per dimension: ``bits_per_dim = -log_prob / (d ln 2)`` with ``d = 2`` (S² 
 ``d = 3`` for "plonk" (PLONK returns ``+log_prob / (3 ln 2)`` by default).
 
 Accuracy: the sinusoidal time embedding (of ``1000 gamma``) makes the field oscillate in time, so at
-``atol = rtol = 1e-6`` dopri5's global error in ``log p`` is a few 1e-4 nats (1e-3 at 1e-5); two solvers with
-different step sequences (dtype, chunking, another implementation) agree to about that.
+``atol = rtol = 1e-6`` dopri5's global error in ``log p`` is a few 1e-4 nats (1e-3 at 1e-5) on a random network and
+up to ~3e-3 on the demo's trained starter model (float32, against float64 at 1e-9); two solvers with different step
+sequences (dtype, chunking, another implementation) agree to about that. ``method="gamma_trapezoid"`` trades the
+adaptive steps for a fixed grid uniform in ``gamma`` (:func:`_trapezoid_in_gamma`).
 """
 
 from __future__ import annotations
@@ -260,9 +262,11 @@ def exact_log_prob(
         method, atol, rtol: torchdiffeq solver and tolerances (PLONK: dopri5, 1e-6, 1e-6), or
             ``method="gamma_trapezoid"``: ``num_steps`` fixed steps, uniform in ``gamma`` (:func:`_trapezoid_in_gamma`;
             tolerances unused; Riemannian and flow_r3 objectives). On PLONK's YFCC-size network with random weights
-            (``bench/bench_flow_plonk.py``), 256 steps land within ~1e-4 nats of the converged value with ~4x fewer
-            evaluations than dopri5 at 1e-6; fewer steps alias the fast sinusoids (192 steps: up to 2e-3 nats off).
-            A trained network with a slower time dependence needs fewer.
+            (``bench/bench_flow_plonk.py``), 256 steps land within 4.5e-4 nats of the 512-step values with ~4x
+            fewer evaluations than dopri5 at 1e-6; fewer steps alias the fast sinusoids (192 steps: 2e-3 off).
+            Not a default: a *trained* model concentrates its difficulty near the data end (``gamma -> 1``), where a
+            uniform grid is poor (the demo's starter model: 1.5 nats off at 128 steps); check a few points against
+            dopri5 before relying on it.
         num_steps: steps of ``"gamma_trapezoid"`` (``num_steps + 1`` field + Jacobian evaluations).
         radial_nodes: Gauss-Legendre nodes per radial panel (R³ objectives, "sphere" convention).
         batch_size: ODE rows per solve (default: all points in one solve); a point of an R³ objective under the

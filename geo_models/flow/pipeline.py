@@ -184,9 +184,9 @@ class SphereFlowPipeline(ImageBackboneMixin):
         broadcast to all rows. ``log_prob`` (nats w.r.t. area on the unit sphere for ``convention="sphere"``) and
         ``bits_per_dim`` have the leading shape of ``latlon``. ``batch_size`` bounds the ODE rows solved together
         (the solver's error norm is per solve, so results depend on it at the level of the tolerance).
-        ``method="gamma_trapezoid"`` replaces the adaptive solver by ``num_steps`` fixed steps uniform in ``gamma``
-        (~4x fewer network evaluations than dopri5 at 1e-6 for the same values within ~1e-4 nats on PLONK's
-        YFCC-size network; see :func:`~geo_models.flow.likelihood.exact_log_prob`)."""
+        ``method="gamma_trapezoid"`` replaces the adaptive solver by ``num_steps`` fixed steps uniform in ``gamma``:
+        ~4x fewer network evaluations than dopri5 at 1e-6 on PLONK's YFCC-size network with random weights, but poor
+        on trained models (see :func:`~geo_models.flow.likelihood.exact_log_prob`)."""
         feats = self._features(images, image_embeddings)
         pts = torch.as_tensor(latlon) if not isinstance(latlon, torch.Tensor) else latlon
         if pts.ndim not in (2, 3) or pts.shape[-1] not in (2, 3):
