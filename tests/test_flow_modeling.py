@@ -100,6 +100,10 @@ def test_fused_jacobian_matches_autograd():
 
     assert torch.allclose(jac, vmap(jacfwd(f))(x, emb), atol=1e-12)
     assert jac.abs().max() > 0.05  # the tiny network is not trivially flat
+    dirs = torch.randn(6, 2, 3, dtype=torch.float64)  # only K = 2 tangents: J @ dirs^T
+    out2, ju = net.trunk_with_jacobian(x, mods, directions=dirs)
+    assert ju.shape == (6, 3, 2) and torch.allclose(out2, out, atol=1e-13)
+    assert torch.allclose(ju, jac @ dirs.transpose(1, 2), atol=1e-12)
 
 
 def test_loads_plonk_checkpoint(tmp_path):

@@ -61,7 +61,11 @@ class GuidedField:
         """``(B, 3)`` -> ``(B, 3)``."""
         return self._combine(self.network.trunk(self._stack(x), self.modulations(gamma)))
 
-    def with_jacobian(self, x: torch.Tensor, gamma: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, 3)`` -> value ``(B, 3)`` and Jacobian ``(B, 3, 3)`` (``J[b, i, j] = d psi_i / d x_j``)."""
-        out, jac = self.network.trunk_with_jacobian(self._stack(x), self.modulations(gamma))
+    def with_jacobian(
+        self, x: torch.Tensor, gamma: torch.Tensor | float, directions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 3)`` -> value ``(B, 3)`` and Jacobian ``(B, 3, 3)`` (``J[b, i, j] = d psi_i / d x_j``), or with
+        ``directions (B, K, 3)`` only ``J @ directions^T (B, 3, K)``."""
+        dirs = None if directions is None else self._stack(directions)
+        out, jac = self.network.trunk_with_jacobian(self._stack(x), self.modulations(gamma), dirs)
         return self._combine(out), self._combine(jac)

@@ -8,7 +8,8 @@ fused forward-mode pass (:meth:`GeoAdaLNMLP.trunk_with_jacobian`), so the diverg
 ``convention="sphere"`` (default): densities with respect to **area on the unit sphere** (uniform = 1 / 4 pi):
 
 - ``"riemannian"``: ``f = gamma'(t) P_x psi(x)`` on S² (``P_x = I - x x^T``). Its divergence is the Riemannian
-  (surface) divergence ``div_S f = gamma' (tr(P J) - 2 <x, psi>)`` with ``J = d psi / d x`` (for a field ``V``
+  (surface) divergence ``div_S f = gamma' (tr(P J) - 2 <x, psi>)`` with ``J = d psi / d x`` (``tr(P J)`` from the
+  two tangent-plane directions, so one evaluation pushes 2 tangents, not 3) (for a field ``V``
   in R³ restricted to the unit sphere, ``div_S (P V) = tr(P J_V) - 2 <x, V>``; the second term is the mean curvature
   of S² times the normal part of ``V``). The field is evaluated at ``x / |x|`` so solver drift off the sphere
   does not change it. Base: ``-log 4 pi``.
@@ -134,6 +135,15 @@ def _t_for_gamma(schedule: SigmoidSchedule, gamma: float) -> float:
     return (schedule.tau * math.log(s / (1 - s)) - schedule.start) / (schedule.end - schedule.start)
 
 
+def _tangent_basis(xh: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis ``(B, 2, 3)`` of the tangent planes at unit vectors ``xh (B, 3)``."""
+    axis = torch.zeros_like(xh)
+    axis[torch.arange(len(xh)), xh.abs().argmin(dim=-1)] = 1.0  # the coordinate axis least aligned with xh
+    u1 = torch.linalg.cross(xh, axis)
+    u1 = u1 / u1.norm(dim=-1, keepdim=True)
+    return torch.stack([u1, torch.linalg.cross(xh, u1)], dim=1)
+
+
 class _Drift:
     """``d(x, logdet)/d(time)`` of one objective and convention; counts evaluations."""
 
@@ -148,9 +158,10 @@ class _Drift:
         self.nfe += 1
         if self.objective.name == "riemannian" and self.convention == "sphere":
             xh = x / x.norm(dim=-1, keepdim=True)
-            v, jac = self.field.with_jacobian(xh, gamma)
+            u = _tangent_basis(xh)  # tr(P J) = u_1^T J u_1 + u_2^T J u_2: 2 tangents instead of 3
+            v, ju = self.field.with_jacobian(xh, gamma, directions=u)
             xv = (xh * v).sum(-1)
-            div = jac.diagonal(dim1=1, dim2=2).sum(-1) - torch.einsum("bi,bij,bj->b", xh, jac, xh) - 2 * xv
+            div = torch.einsum("bki,bik->b", u, ju) - 2 * xv
             return v - xv[:, None] * xh, div
         v, jac = self.field.with_jacobian(x, gamma)
         return v, jac.diagonal(dim1=1, dim2=2).sum(-1)

@@ -160,13 +160,21 @@ class GeoAdaLNMLP(ModelMixin, ConfigMixin):
         scale, shift = mods[-1]
         return self.final_linear((1 + scale) * self.final_ln(h) + shift)
 
-    def trunk_with_jacobian(self, sample: torch.Tensor, mods: Modulations) -> tuple[torch.Tensor, torch.Tensor]:
+    def trunk_with_jacobian(
+        self, sample: torch.Tensor, mods: Modulations, directions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`trunk` and its Jacobian ``J (B, D, D)``, ``J[b, i, j] = d out_i / d sample_j``, in one fused
         forward-mode pass: the primal and the ``D`` tangents travel as a ``(B, 1 + D, dim)`` stack, so every linear
-        layer is one matrix product (about ``1 + D`` forward passes of work, no autograd)."""
-        d = sample.shape[-1]
+        layer is one matrix product (about ``1 + D`` forward passes of work, no autograd).
+
+        ``directions (B, K, D)``: push only these ``K`` tangents instead (``1 + K`` passes) and return
+        ``J @ directions^T (B, D, K)``, e.g. the 2 tangent-plane directions of a point on S²."""
         w_in = self.initial_mapper.weight  # (dim, D): d h / d x_k = w_in[:, k]
-        h = torch.cat([self.initial_mapper(sample)[:, None], w_in.T[None].expand(len(sample), d, -1)], dim=1)
+        if directions is None:
+            tangents = w_in.T[None].expand(len(sample), sample.shape[-1], -1)
+        else:
+            tangents = torch.matmul(directions, w_in.T)  # (B, K, dim)
+        h = torch.cat([self.initial_mapper(sample)[:, None], tangents], dim=1)
         for block, (scale, shift, gate) in zip(self.blocks, mods[:-1]):
             z = _modulated_layer_norm_jvp(h, scale, shift)
             lin1, lin2 = block.mlp[0], block.mlp[3]
