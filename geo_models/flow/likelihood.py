@@ -40,7 +40,8 @@ Bits per dimension: ``bits_per_dim = -log_prob / (d ln 2)`` with ``d = 2`` (S² 
 
 Accuracy: the sinusoidal time embedding (of ``1000 gamma``) makes the field oscillate in time, so at
 ``atol = rtol = 1e-6`` dopri5's global error in ``log p`` is a few 1e-4 nats (1e-3 at 1e-5) on a random network and
-up to ~3e-3 on the demo's trained starter model (float32, against float64 at 1e-9); two solvers with different step
+up to ~3e-3 on the demo's trained starter model (float32, against float64 at 1e-9; ~4e-5 at 1e-7, which takes
+~1.8x the evaluations); two solvers with different step
 sequences (dtype, chunking, another implementation) agree to about that. ``method="gamma_trapezoid"`` trades the
 adaptive steps for a fixed grid uniform in ``gamma`` (:func:`_trapezoid_in_gamma`).
 """
