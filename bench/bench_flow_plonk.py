@@ -13,7 +13,8 @@
    runs after embedding the images; it repeats each image's embedding per sample) vs our ``pipe.sample``.
 
 ``--network DIR --embeddings PARQUET`` runs the same comparison on a trained Riemannian pipeline instead (exported
-in PLONK's format), with real features and their true locations as inputs, e.g. the demo's starter model:
+in PLONK's format), with real features and their true locations as inputs, e.g. the demo's starter model on the
+procedural test embeddings (written by ``bench/bench_flow_world.py``'s data step):
 
     python bench/bench_flow_plonk.py --network apps/starter/sphere_flow \
         --embeddings outputs/bench_data/world_test_2000_procedural-clip --workdir /tmp/flow_plonk_starter \
