@@ -8,11 +8,11 @@ fused forward-mode pass (:meth:`GeoAdaLNMLP.trunk_with_jacobian`), so the diverg
 ``convention="sphere"`` (default): densities with respect to **area on the unit sphere** (uniform = 1 / 4 pi):
 
 - ``"riemannian"``: ``f = gamma'(t) P_x psi(x)`` on S² (``P_x = I - x x^T``). Its divergence is the Riemannian
-  (surface) divergence ``div_S f = gamma' (tr(P J) - 2 <x, psi>)`` with ``J = d psi / d x`` (``tr(P J)`` from the
-  two tangent-plane directions, so one evaluation pushes 2 tangents, not 3) (for a field ``V``
-  in R³ restricted to the unit sphere, ``div_S (P V) = tr(P J_V) - 2 <x, V>``; the second term is the mean curvature
-  of S² times the normal part of ``V``). The field is evaluated at ``x / |x|`` so solver drift off the sphere
-  does not change it. Base: ``-log 4 pi``.
+  (surface) divergence ``div_S f = gamma' (tr(P J) - 2 <x, psi>)`` with ``J = d psi / d x`` (for a field ``V`` in
+  R³ restricted to the unit sphere, ``div_S (P V) = tr(P J_V) - 2 <x, V>``; the second term is the mean curvature
+  of S² times the normal part of ``V``). ``tr(P J) = u_1^T J u_1 + u_2^T J u_2`` over a tangent-plane basis, so an
+  evaluation pushes 2 tangents through the network, not 3. The field is evaluated at ``x / |x|`` so solver drift
+  off the sphere does not change it. Base: ``-log 4 pi``.
 - ``"flow_r3"`` / ``"diffusion_r3"``: the models live in R³ and their samples are projected to the sphere, so their
   density on S² is the radial marginal ``p_S(u) = int_0^inf p(r u) r^2 dr`` of the R³ density, computed by
   composite Gauss-Legendre quadrature in ``log r`` over ``r`` in [1e-3, 1e3] (:data:`RADIAL_EDGES`, 22 panels,
@@ -40,10 +40,10 @@ Bits per dimension: ``bits_per_dim = -log_prob / (d ln 2)`` with ``d = 2`` (S² 
 
 Accuracy: the sinusoidal time embedding (of ``1000 gamma``) makes the field oscillate in time, so at
 ``atol = rtol = 1e-6`` dopri5's global error in ``log p`` is a few 1e-4 nats (1e-3 at 1e-5) on a random network and
-up to ~3e-3 on the demo's trained starter model (float32, against float64 at 1e-9; ~4e-5 at 1e-7, which takes
-~1.8x the evaluations); two solvers with different step
-sequences (dtype, chunking, another implementation) agree to about that. ``method="gamma_trapezoid"`` trades the
-adaptive steps for a fixed grid uniform in ``gamma`` (:func:`_trapezoid_in_gamma`).
+up to ~3e-3 on the demo's trained starter model (float32, against float64 at 1e-9; ~4e-5 at 1e-7, which takes ~1.8x
+the evaluations); two solvers with different step sequences (dtype, chunking, another implementation) agree to about
+that. ``method="gamma_trapezoid"`` trades the adaptive steps for a fixed grid uniform in ``gamma``
+(:func:`_trapezoid_in_gamma`).
 """
 
 from __future__ import annotations
