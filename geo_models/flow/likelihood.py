@@ -60,6 +60,7 @@ from geo_models.flow.field import GuidedField
 from geo_models.flow.modeling import GeoAdaLNMLP
 from geo_models.flow.objectives import FlowObjective, get_objective
 from geo_models.flow.schedules import SigmoidSchedule
+from geo_models.sphere.manifold import tangent_basis
 
 __all__ = [
     "CONVENTIONS",
@@ -136,15 +137,6 @@ def _t_for_gamma(schedule: SigmoidSchedule, gamma: float) -> float:
     return (schedule.tau * math.log(s / (1 - s)) - schedule.start) / (schedule.end - schedule.start)
 
 
-def _tangent_basis(xh: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis ``(B, 2, 3)`` of the tangent planes at unit vectors ``xh (B, 3)``."""
-    axis = torch.zeros_like(xh)
-    axis[torch.arange(len(xh)), xh.abs().argmin(dim=-1)] = 1.0  # the coordinate axis least aligned with xh
-    u1 = torch.linalg.cross(xh, axis)
-    u1 = u1 / u1.norm(dim=-1, keepdim=True)
-    return torch.stack([u1, torch.linalg.cross(xh, u1)], dim=1)
-
-
 class _Drift:
     """``d(x, logdet)/d(time)`` of one objective and convention; counts evaluations."""
 
@@ -159,7 +151,7 @@ class _Drift:
         self.nfe += 1
         if self.objective.name == "riemannian" and self.convention == "sphere":
             xh = x / x.norm(dim=-1, keepdim=True)
-            u = _tangent_basis(xh)  # tr(P J) = u_1^T J u_1 + u_2^T J u_2: 2 tangents instead of 3
+            u = torch.stack(tangent_basis(xh), dim=1)  # tr(P J) = u_1^T J u_1 + u_2^T J u_2: 2 tangents instead of 3
             v, ju = self.field.with_jacobian(xh, gamma, directions=u)
             xv = (xh * v).sum(-1)
             div = torch.einsum("bki,bik->b", u, ju) - 2 * xv

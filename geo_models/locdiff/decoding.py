@@ -13,6 +13,7 @@ import torch
 
 from geo_models.sphere import EARTH_RADIUS_KM, exp_map, latlon_to_xyz, spherical_mean, xyz_to_latlon
 from geo_models.sphere.harmonics import _real_sh_rows
+from geo_models.sphere.manifold import tangent_basis
 
 _GOLDEN_ANGLE = math.pi * (3 - math.sqrt(5))
 
@@ -73,17 +74,6 @@ def mass_argmax(values: torch.Tensor, xyz: torch.Tensor, rho_rad: float, query_c
         score = torch.where(near, v[:, None, :], torch.full_like(v[:, None, :], -math.inf)).logsumexp(-1)
         out.append(score.argmax(dim=1))
     return torch.cat(out)
-
-
-def tangent_basis(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two orthonormal tangent vectors at unit vectors ``c (n, 3)`` (well defined at the poles too)."""
-    ref = torch.zeros_like(c)
-    polar = c[:, 2].abs() > 0.9
-    ref[:, 2] = (~polar).to(c.dtype)
-    ref[:, 0] = polar.to(c.dtype)
-    t1 = torch.linalg.cross(ref, c)
-    t1 = t1 / t1.norm(dim=-1, keepdim=True)
-    return t1, torch.linalg.cross(c, t1)
 
 
 def _offsets_to_xyz(c: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

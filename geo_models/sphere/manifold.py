@@ -29,6 +29,18 @@ def project_to_tangent(x: TensorLike, v: TensorLike) -> torch.Tensor:
     return v - _dot(x, v) * x
 
 
+def tangent_basis(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two orthonormal tangent vectors ``(t1, t2)`` at unit vectors ``x (n, 3)``, ``t2 = x x t1`` (well defined at the
+    poles too). No input checks: it runs inside solver loops (LocDiff's decoder, the flow likelihood)."""
+    ref = torch.zeros_like(x)
+    polar = x[:, 2].abs() > 0.9
+    ref[:, 2] = (~polar).to(x.dtype)
+    ref[:, 0] = polar.to(x.dtype)
+    t1 = torch.linalg.cross(ref, x)
+    t1 = t1 / t1.norm(dim=-1, keepdim=True)
+    return t1, torch.linalg.cross(x, t1)
+
+
 def exp_map(x: TensorLike, v: TensorLike) -> torch.Tensor:
     """Exponential map ``exp_x(v) = cos|v| x + sin|v| v/|v|`` -> ``(..., 3)`` on the sphere."""
     x, v = check_unit_xyz(x, "x"), as_tensor(v, "v")
