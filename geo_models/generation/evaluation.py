@@ -35,8 +35,8 @@ __all__ = [
     "generate_images",
     "image_grid",
     "markdown_table",
-    "paired_difference",
     "nearest_neighbour_indices",
+    "paired_difference",
 ]
 
 NUM_ANGLE_BINS = 36  # 10-degree bins (paper sec. 4.1)
