@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+# checkpoints live in their own module; the scripts import them from here
+from geo_models.checkpointing import (  # noqa: F401
+    list_checkpoints,
+    prune_checkpoints,
+    resolve_checkpoint,
+    resume_state,
+    save_checkpoint,
+)
 
 
 def distributed_without_accelerator() -> bool:
@@ -85,44 +93,6 @@ def steps_per_epoch(num_samples: int, batch_size: int, world: int = 1) -> int:
     return max(1, num_samples // (batch_size * world))
 
 
-def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> tuple[Path | None, int]:
-    """``(checkpoint folder, global step)`` for ``--resume_from_checkpoint`` (``latest`` or a path); (None, 0) if none.
-
-    Checkpoints are ``output_dir/checkpoint-<step>`` folders written by ``accelerator.save_state``.
-    """
-    if not resume_from_checkpoint:
-        return None, 0
-    if resume_from_checkpoint == "latest":
-        found = list_checkpoints(output_dir)
-        if not found:
-            return None, 0
-        path = found[-1]
-    else:
-        path = Path(resume_from_checkpoint)
-        if not path.is_dir():
-            raise ValueError(f"resume_from_checkpoint: {path} is not a checkpoint folder")
-    try:
-        return path, int(path.name.rsplit("-", 1)[1])
-    except (IndexError, ValueError) as err:
-        raise ValueError(f"resume_from_checkpoint: {path.name!r} is not named checkpoint-<step>") from err
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """``checkpoint-<step>`` folders of ``output_dir``, oldest first."""
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> None:
-    """Delete the oldest checkpoints beyond ``keep`` (None keeps all)."""
-    import shutil
-
-    if keep is None:
-        return
-    for path in list_checkpoints(output_dir)[: max(0, len(list_checkpoints(output_dir)) - keep)]:
-        shutil.rmtree(path)
-
-
 def log_metrics(accelerator, logs: dict[str, Any], log_path: str | os.PathLike, progress=None) -> None:
     """Report ``logs`` (must hold ``step``) to the trackers, the progress bar and ``log_path`` (JSON lines, main
     process only; what the loss plots read)."""
@@ -132,16 +102,6 @@ def log_metrics(accelerator, logs: dict[str, Any], log_path: str | os.PathLike, 
     if accelerator.is_main_process:
         with Path(log_path).open("a") as f:
             f.write(json.dumps(logs) + "\n")
-
-
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, keep: int | None = None) -> Path:
-    """``accelerator.save_state`` to ``output_dir/checkpoint-<step>`` (model, optimizer, scheduler, RNG and registered
-    objects), then keep only the newest ``keep`` checkpoints."""
-    path = Path(output_dir) / f"checkpoint-{step}"
-    accelerator.save_state(str(path))
-    if accelerator.is_main_process:
-        prune_checkpoints(output_dir, keep)
-    return path
 
 
 class EmbeddingSource:
@@ -179,14 +139,11 @@ def add_run_args(parser) -> None:
     parser.add_argument("--checkpointing_steps", type=int, default=500)
     parser.add_argument("--checkpoints_total_limit", type=int, default=None)
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
+    parser.add_argument(
+        "--ignore_rng_state",
+        action="store_true",
+        help="resume even if the checkpoint's RNG states are missing or corrupt (the run then differs from an "
+        "uninterrupted one)",
+    )
     parser.add_argument("--logging_steps", type=int, default=10)
     parser.add_argument("--report_to", default=None, help="accelerate tracker (tensorboard, wandb, ...)")
-
-
-def resume_state(accelerator, output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> int:
-    """Load ``--resume_from_checkpoint`` (``latest`` or a folder) into the accelerator; returns the start step."""
-    checkpoint, start_step = resolve_checkpoint(output_dir, resume_from_checkpoint)
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        logging.getLogger(__name__).info("resumed from %s (step %d)", checkpoint, start_step)
-    return start_step

@@ -276,7 +276,9 @@ def main(argv=None):
         accelerator.init_trackers("train_clip", config={k: v for k, v in vars(args).items() if v is not None})
 
     # 3. Resume
-    start_step = resume_state(accelerator, output_dir, args.resume_from_checkpoint)
+    start_step = resume_state(
+        accelerator, output_dir, args.resume_from_checkpoint, ignore_rng_state=args.ignore_rng_state
+    )
     logger.info(
         "%d captioned images (%d distinct captions), %d processes, %d steps (%d per epoch), %d parameters",
         len(dataset),

@@ -293,7 +293,9 @@ def main(argv=None) -> SphereFlowPipeline:
         accelerator.init_trackers("train_flow", config={k: v for k, v in vars(args).items() if v is not None})
 
     # 3. Resume
-    start_step = resume_state(accelerator, output_dir, args.resume_from_checkpoint)
+    start_step = resume_state(
+        accelerator, output_dir, args.resume_from_checkpoint, ignore_rng_state=args.ignore_rng_state
+    )
     logger.info(
         "%d training samples, %d processes, %d steps (%d per epoch), %d trainable parameters, objective %s",
         len(source.latlon) if source.latlon is not None else -1,

@@ -184,7 +184,9 @@ def main(argv=None) -> GeoCLIP:
         accelerator.init_trackers("train_geoclip", config={k: v for k, v in vars(args).items() if v is not None})
 
     # 3. Resume
-    start_step = resume_state(accelerator, output_dir, args.resume_from_checkpoint)
+    start_step = resume_state(
+        accelerator, output_dir, args.resume_from_checkpoint, ignore_rng_state=args.ignore_rng_state
+    )
     unwrapped = accelerator.unwrap_model(model)
     logger.info(
         "%d training samples, %d processes, %d steps (%d per epoch), %d trainable parameters",

@@ -193,7 +193,9 @@ def main(argv=None) -> GPSCLIP:
         accelerator.init_trackers("train_gps_clip", config={k: v for k, v in vars(args).items() if v is not None})
 
     # 3. Resume
-    start_step = resume_state(accelerator, output_dir, args.resume_from_checkpoint)
+    start_step = resume_state(
+        accelerator, output_dir, args.resume_from_checkpoint, ignore_rng_state=args.ignore_rng_state
+    )
     unwrapped = accelerator.unwrap_model(model)
     logger.info(
         "%d training samples, area lat %s lon %s, %d steps (%d per epoch), %d trainable parameters",

@@ -6,6 +6,7 @@ Hugging Face ``imagefolder`` layout, so ``datasets.load_dataset("imagefolder", d
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
@@ -105,5 +106,7 @@ def write_imagefolder_metadata(root: str | PathLike, frame: pd.DataFrame) -> Pat
         raise ValueError(f"frame: missing column(s) {missing}")
     check_latlon(frame[["latitude", "longitude"]].to_numpy(dtype="float64"), "frame latitude/longitude")
     path = Path(root) / "metadata.csv"
-    frame.to_csv(path, index=False)
+    tmp = path.with_name(f".metadata.csv.tmp-{os.getpid()}")  # readers never see a half-written file
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
     return path

@@ -231,7 +231,8 @@ def _solve(
         else:
             span = [0.0, 1.0]
         state = torch.cat([xyz, torch.zeros_like(xyz[:, :1])], dim=1)
-        options = {"min_step": 1e-5} if convention == "plonk" else {}
+        adaptive = method in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+        options = {"min_step": 1e-5} if convention == "plonk" and adaptive else {}
         end = odeint(
             drift, state, torch.tensor(span, dtype=torch.float64), method=method, atol=atol, rtol=rtol, options=options
         )[-1]

@@ -7,9 +7,9 @@
   dropped only" or "both dropped"; :func:`drop_tokens` replaces the dropped rows by the pipeline's null condition.
 - Model: :func:`setup_unet_finetuning` (LoRA with peft on the UNet attention, or full) and :class:`ConditionedDenoiser`
   (UNet + embedder, whose forward is the noise-prediction MSE of eq. 3); :func:`noisy_latents` for the forward process.
-- Checkpoints: :func:`register_lora_checkpointing` (LoRA runs checkpoint only the trainable weights),
-  :func:`resume` (``--resume_from_checkpoint``); saving: :func:`save_unet_lora` (diffusers' LoRA format) and
-  :func:`merge_lora`; :func:`save_image_grid` for validation images.
+- Checkpoints: :mod:`geo_models.checkpointing` (LoRA runs checkpoint only the trainable weights); saving:
+  :func:`save_unet_lora` (diffusers' LoRA format) and :func:`merge_lora`; :func:`save_image_grid` for validation
+  images.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geo_models.training import make_accelerator, resolve_checkpoint, step_batch_indices
+from geo_models.training import make_accelerator, step_batch_indices
 
 __all__ = [
     "LORA_TARGETS",
@@ -37,8 +37,6 @@ __all__ = [
     "load_sd_components",
     "merge_lora",
     "noisy_latents",
-    "register_lora_checkpointing",
-    "resume",
     "save_image_grid",
     "save_unet_lora",
     "setup_unet_finetuning",
@@ -264,47 +262,6 @@ def noisy_latents(vae, noise_scheduler, pixels: torch.Tensor, generator: torch.G
     return noisy, t, target
 
 
-# ------------------------------------------------------------------------------------------------ checkpoints
-def register_lora_checkpointing(accelerator) -> None:
-    """LoRA runs: ``save_state`` keeps only the trainable weights (adapters + embedder, not the frozen base UNet);
-    :func:`resume` loads them back non-strictly over the freshly loaded base, after checking that the checkpoint holds
-    exactly the trainable weights."""
-
-    def keep_trainable(models, weights, output_dir):
-        for i, model in enumerate(models):
-            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-            weights[i] = {k: v for k, v in weights[i].items() if k in trainable}
-
-    def check_trainable(models, input_dir):  # loading is non-strict: make sure every trainable weight is there
-        from safetensors import safe_open
-
-        for i, model in enumerate(models):
-            path = Path(input_dir) / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
-            if not path.is_file():
-                continue
-            with safe_open(str(path), "pt") as f:
-                saved = set(f.keys())
-            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-            if saved != trainable:
-                raise ValueError(
-                    f"resume_from_checkpoint: {path} does not hold this run's trainable weights (missing "
-                    f"{sorted(trainable - saved)[:3]}, unexpected {sorted(saved - trainable)[:3]}): another "
-                    "--finetune / --lora_rank / embedder?"
-                )
-
-    accelerator.register_save_state_pre_hook(keep_trainable)
-    accelerator.register_load_state_pre_hook(check_trainable)
-
-
-def resume(accelerator, output_dir, resume_from_checkpoint: str | None, *, strict: bool = True) -> int:
-    """Load ``--resume_from_checkpoint`` (``latest`` or a folder) into the accelerator; returns the start step."""
-    checkpoint, start = resolve_checkpoint(output_dir, resume_from_checkpoint)
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint), strict=strict)
-        logger.info("resumed from %s (step %d)", checkpoint, start)
-    return start
-
-
 # ------------------------------------------------------------------------------------------------ saving
 def save_unet_lora(unet, save_directory: str | os.PathLike) -> Path:
     """The UNet's adapters in diffusers' LoRA format: ``save_directory/pytorch_lora_weights.safetensors``, loadable
@@ -428,7 +385,7 @@ def fit(
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
-    from geo_models.training import log_metrics, save_checkpoint, steps_per_epoch
+    from geo_models.training import log_metrics, resume_state, save_checkpoint, steps_per_epoch
 
     output_dir, world, rank = Path(args.output_dir), accelerator.num_processes, accelerator.process_index
     ga = args.gradient_accumulation_steps
@@ -447,13 +404,17 @@ def fit(
     )
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     lora = args.finetune == "lora"
-    if lora:
-        register_lora_checkpointing(accelerator)
     if args.report_to:
         accelerator.init_trackers(
             name, config={k: v for k, v in vars(args).items() if isinstance(v, int | float | str)}
         )
-    start = resume(accelerator, output_dir, args.resume_from_checkpoint, strict=not lora)
+    start = resume_state(
+        accelerator,
+        output_dir,
+        args.resume_from_checkpoint,
+        trainable_only=lora,
+        ignore_rng_state=args.ignore_rng_state,
+    )
     logger.info(
         "%d images, %d processes, %d steps x %d micro-batches of %d, %d trainable parameters",
         len(source),
@@ -490,7 +451,7 @@ def fit(
                 accelerator, {"step": step + 1, "loss": loss, "lr": lr_scheduler.get_last_lr()[0]}, log_path, progress
             )
         if (step + 1) % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, step + 1, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, step + 1, args.checkpoints_total_limit, trainable_only=lora)
         if validate is not None and (step + 1) % args.validation_steps == 0 and step + 1 < max_steps:
             if accelerator.is_main_process:
                 validate(step + 1)

@@ -16,9 +16,14 @@ from geo_models.testing.tiny import (
     tiny_stable_diffusion_pipeline,
     tiny_text_encoder_config,
 )
+from geo_models.testing.tolerances import IMAGE_ATOL, LOG_PROB_ATOL, SAMPLE_KM, assert_latlon_close
 
 __all__ = [
+    "IMAGE_ATOL",
+    "LOG_PROB_ATOL",
+    "SAMPLE_KM",
     "LocalHubServer",
+    "assert_latlon_close",
     "clip_tokenizer",
     "local_hub",
     "register_tiny_open_clip_configs",

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from geo_models.generation import AngleToImagePipeline
-from geo_models.testing import tiny_angle_to_image_pipeline
+from geo_models.testing import IMAGE_ATOL, tiny_angle_to_image_pipeline
 
 PROMPT = "A photo of the Eiffel Tower"
 STEPS = 2
@@ -87,6 +87,7 @@ def test_save_and_from_pretrained_in_process(pipe, tmp_path):
     same = AngleToImagePipeline.from_pretrained(tmp_path)
     same.set_progress_bar_config(disable=True)
     kwargs = {"azimuth": 270.0, "num_inference_steps": STEPS, "output_type": "np"}
-    assert np.array_equal(
-        pipe(PROMPT, generator=gen(0), **kwargs).images, same(PROMPT, generator=gen(0), **kwargs).images
-    )
+    # equal weights (checked bit for bit by the save/load tests), images equal up to float32 rounding: MKL's kernels
+    # depend on the memory alignment of the loaded weights on some CPUs (AVX2), so ~1e-7 differences are expected
+    a, b = pipe(PROMPT, generator=gen(0), **kwargs).images, same(PROMPT, generator=gen(0), **kwargs).images
+    np.testing.assert_allclose(a, b, rtol=0, atol=IMAGE_ATOL)

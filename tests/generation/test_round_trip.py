@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import torch
 
-from geo_models.testing import tiny_angle_to_image_pipeline, tiny_gps_to_image_pipeline
+from geo_models.testing import IMAGE_ATOL, tiny_angle_to_image_pipeline, tiny_gps_to_image_pipeline
 
 FRESH_PROCESS = textwrap.dedent(
     """
@@ -59,6 +59,7 @@ def test_fresh_process_diffusion_pipeline_from_pretrained_gives_identical_images
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     images = np.load(out)
-    assert np.array_equal(images["gps"], expected_gps)
-    assert np.array_equal(images["angle"], expected_angle)
-    assert np.array_equal(images["pulled"], expected_gps)
+    # another process: equal up to float32 rounding (alignment-dependent kernels, geo_models.testing.tolerances)
+    np.testing.assert_allclose(images["gps"], expected_gps, rtol=0, atol=IMAGE_ATOL)
+    np.testing.assert_allclose(images["angle"], expected_angle, rtol=0, atol=IMAGE_ATOL)
+    np.testing.assert_allclose(images["pulled"], expected_gps, rtol=0, atol=IMAGE_ATOL)

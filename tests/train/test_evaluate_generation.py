@@ -130,8 +130,11 @@ def test_generation_is_seeded_per_image_whatever_the_batching():
     kw = dict(num_images_per_pair=2, seed=3, num_inference_steps=2)
     a = generate_images(pipe, ["a", "b"], cond, batch_size=1, **kw)
     b = generate_images(pipe, ["a", "b"], cond, batch_size=3, **kw)
-    assert len(a) == 4 and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
-    assert not np.array_equal(np.asarray(a[0]), np.asarray(a[1]))
+    # batches of 1 and 3 run other kernels: equal up to rounding (PIL images, so at most 1 level of 255 apart)
+    assert len(a) == 4
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(np.asarray(x, dtype=np.int16), np.asarray(y, dtype=np.int16), rtol=0, atol=1)
+    assert np.abs(np.asarray(a[0], dtype=np.int16) - np.asarray(a[1], dtype=np.int16)).max() > 1
 
 
 def test_evaluate_script_gps_table(train_script, saved, city, tmp_path, capsys):

@@ -192,7 +192,7 @@ def test_resume_matches_uninterrupted_run(train, tmp_path, interrupted_after_che
     train(tmp_path / "a", *common)
     with interrupted_after_checkpoint():
         train(tmp_path / "b", *common)
-    saved = load_file(str(tmp_path / "b" / "checkpoint-2" / "model.safetensors"))
+    saved = load_file(str(tmp_path / "b" / "checkpoint-2" / "model_0.safetensors"))
     assert all(".lora_" in k or k.startswith("embedder.") for k in saved) and any(".lora_" in k for k in saved)
     train(tmp_path / "b", *common, "--resume_from_checkpoint", "latest")
     for sub in ("unet/diffusion_pytorch_model.safetensors", "angle_embedder/diffusion_pytorch_model.safetensors"):

@@ -130,9 +130,9 @@ def test_two_processes(parquet, tmp_path):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes" in result.stderr
-    assert sorted(p.name for p in (out / "checkpoint-3").glob("random_states_*.pkl")) == [
-        "random_states_0.pkl",
-        "random_states_1.pkl",
+    assert sorted(p.name for p in (out / "checkpoint-3").glob("rng_state_*.json")) == [
+        "rng_state_0.json",
+        "rng_state_1.json",
     ]
     assert GeoCLIP.from_pretrained(out).predict(image_embeddings=torch.randn(2, 16)).latlon.shape == (2, 2)
 

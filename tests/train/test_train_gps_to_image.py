@@ -153,7 +153,7 @@ def test_full_finetune_from_saved_gps_pipeline(train_script, data, tmp_path):
     after = GPSEmbedder.from_pretrained(out / "gps_embedder").state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # a full checkpoint is no LoRA checkpoint (LoRA runs load non-strictly, so this is checked)
-    with pytest.raises(ValueError, match="resume_from_checkpoint: .* trainable weights"):
+    with pytest.raises(ValueError, match="resume_from_checkpoint: .* does not hold this run's weights"):
         run(train_script, data, tmp_path / "lora", "--max_train_steps", "3", "--resume_from_checkpoint",
             str(out / "checkpoint-2"))  # fmt: skip
 
@@ -224,7 +224,7 @@ def test_resume_matches_uninterrupted_run(train_script, data, tmp_path, monkeypa
     with pytest.raises(Killed):
         run(train_script, data, tmp_path / "b", *common)
     monkeypatch.setattr(geo_models.training, "save_checkpoint", save_checkpoint)
-    saved = load_file(str(tmp_path / "b" / "checkpoint-2" / "model.safetensors"))
+    saved = load_file(str(tmp_path / "b" / "checkpoint-2" / "model_0.safetensors"))
     assert all(".lora_" in k or k.startswith("embedder.") for k in saved) and any(".lora_" in k for k in saved)
     run(train_script, data, tmp_path / "b", *common, "--resume_from_checkpoint", "latest")
     for sub in ("unet/diffusion_pytorch_model.safetensors", "gps_embedder/diffusion_pytorch_model.safetensors"):
@@ -250,8 +250,8 @@ def test_two_processes(data, tmp_path):
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes" in result.stderr
-    names = sorted(p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl"))
-    assert names == ["random_states_0.pkl", "random_states_1.pkl"]
+    names = sorted(p.name for p in (out / "checkpoint-2").glob("rng_state_*.json"))
+    assert names == ["rng_state_0.json", "rng_state_1.json"]
     pipe = GPSToImagePipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     assert pipe("a street", 40.78, -73.96, **SAMPLE).images.shape == (1, 32, 32, 3)
