@@ -27,16 +27,16 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
 
-# Tests of data, apps, benchmarks and the test kit compare no model arithmetic; every other test is `numerics`:
-# scripts/test.sh runs those a second time under another MKL code path (see there).
-NOT_NUMERICS = ("apps", "data", "bench", "testing")
+# Tests of the apps and benchmarks compare no model arithmetic; every other test is `numerics`: scripts/test.sh
+# runs those a second time under another MKL code path (see there).
+NOT_NUMERICS = ("apps", "bench")
 
 
 def pytest_collection_modifyitems(config, items):
     tests_root = Path(__file__).resolve().parent
     for item in items:
         parts = Path(item.fspath).resolve().relative_to(tests_root).parts
-        if parts[0] not in NOT_NUMERICS and not parts[0].startswith(("test_hub", "test_readme")):
+        if parts[0] not in NOT_NUMERICS and parts[0] != "test_readme.py":
             item.add_marker(pytest.mark.numerics)
     if config.getoption("--runslow") or os.environ.get("RUN_SLOW") == "1":
         return

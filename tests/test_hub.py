@@ -28,7 +28,10 @@ def test_save_load_local_round_trip(tmp_path):
     loaded = load_model(tmp_path)
     x = torch.tensor([[1.0, 2.0], [-45.0, 170.0]])
     assert isinstance(loaded, LocationEncoder) and not loaded.training
-    assert torch.equal(loaded(x), model(x))
+    state = loaded.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # the weights, bit for bit
+    # loaded weights may run other MKL kernels: outputs equal up to float32 rounding (geo_models.testing.tolerances)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-5)
 
 
 def test_loading_is_strict_and_safetensors_only(tmp_path):

@@ -48,4 +48,6 @@ def test_push_then_pull_in_fresh_process(local_hub, tmp_path):
     assert result.returncode == 0, result.stderr
     pulled = json.loads(result.stdout.strip().splitlines()[-1])
     assert pulled["type"] == "LocationEncoder"
-    assert torch.equal(torch.tensor(pulled["out"]), torch.tensor(expected))
+    # another process, loaded weights: other MKL kernels, equal up to float32 rounding (geo_models.testing.tolerances);
+    # relative too, the perturbed weights give outputs up to ~70
+    torch.testing.assert_close(torch.tensor(pulled["out"]), torch.tensor(expected), rtol=1e-5, atol=1e-5)

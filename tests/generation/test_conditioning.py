@@ -70,8 +70,10 @@ def test_gps_embedder_config_checks_and_round_trip(tmp_path, gps):
     gps.save_pretrained(tmp_path)
     same = GPSEmbedder.from_pretrained(tmp_path)
     assert same.lat_range == AREA["lat_range"] and same.lon_range == AREA["lon_range"]
-    x = torch.tensor([[40.75, -73.98]])
-    assert torch.equal(same(x), gps(x))
+    loaded = same.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in gps.state_dict().items())  # the weights, bit for bit
+    x = torch.tensor([[40.75, -73.98]])  # loaded weights may run other MKL kernels: equal up to float32 rounding
+    torch.testing.assert_close(same(x), gps(x), rtol=0, atol=1e-5)
 
 
 def test_angle_embedder_bins_and_normalisation():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from geo_models.generation import GeoImagePipelineOutput, GPSToImagePipeline
-from geo_models.testing import tiny_gps_to_image_pipeline
+from geo_models.testing import IMAGE_ATOL, tiny_gps_to_image_pipeline
 
 PROMPT = "a building"
 EMPIRE_STATE = (40.7484, -73.9857)
@@ -187,4 +187,5 @@ def test_save_and_from_pretrained_in_process(pipe, tmp_path):
     kwargs = {"num_inference_steps": STEPS, "output_type": "np"}
     a = pipe(PROMPT, *EMPIRE_STATE, generator=gen(0), **kwargs).images
     b = same(PROMPT, *EMPIRE_STATE, generator=gen(0), **kwargs).images
-    assert np.array_equal(a, b)
+    # loaded weights may run other MKL kernels: images equal up to float32 rounding (testing.tolerances)
+    np.testing.assert_allclose(a, b, rtol=0, atol=IMAGE_ATOL)

@@ -14,6 +14,7 @@ from geo_models.testing.tiny import (
     tiny_sd_components,
     tiny_stable_diffusion_pipeline,
 )
+from geo_models.testing.tolerances import IMAGE_ATOL
 
 SENTENCES = [
     "a photo of a cat.",
@@ -101,4 +102,5 @@ def test_tiny_pipeline_deterministic_and_round_trips(tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
     loaded = StableDiffusionPipeline.from_pretrained(tmp_path / "pipe", local_files_only=True)
     loaded.set_progress_bar_config(disable=True)
-    assert np.array_equal(a, _run(loaded))
+    # loaded weights may run other MKL kernels: images equal up to float32 rounding (geo_models.testing.tolerances)
+    np.testing.assert_allclose(_run(loaded), a, rtol=0, atol=IMAGE_ATOL)

@@ -13,6 +13,7 @@ from geo_models.data.webdataset import write_webdataset
 from geo_models.encoders.image import BACKBONE_WEIGHTS_NAME, OpenCLIPBackbone
 from geo_models.hub import load_model
 from geo_models.locdiff.pipeline import LocDiffPipeline
+from geo_models.testing import assert_latlon_close
 
 TINY = [
     "--degree", "3", "--block_out_dims", "16", "8", "--time_embed_dim", "16", "--num_anchors", "128",
@@ -69,7 +70,8 @@ def test_finetune_modes_save_reload_predict(trained, world, finetune):
     assert json.loads((out / "config.json").read_text())["backbone"]["finetuned"] == (finetune != "frozen")
     loaded = LocDiffPipeline.from_pretrained(out)
     a, b = predict(pipe, world), predict(loaded, world)
-    assert torch.equal(a.extras["samples"], b.extras["samples"]) and a.latlon.shape == (3, 2)
+    assert a.latlon.shape == (3, 2)  # loaded weights may run other MKL kernels: samples equal up to rounding
+    assert_latlon_close(a.extras["samples"], b.extras["samples"])
 
 
 def test_lora_validation_card_and_hub(trained, world, local_hub):
@@ -78,7 +80,8 @@ def test_lora_validation_card_and_hub(trained, world, local_hub):
     assert "acc_2500km" in (out / "README.md").read_text()
     pipe.push_to_hub("tester/locdiff-lora")
     pulled = load_model("tester/locdiff-lora")
-    assert torch.equal(predict(pulled, world).extras["samples"], predict(pipe, world).extras["samples"])
+    # pulled weights may run other MKL kernels: samples equal up to rounding (geo_models.testing.tolerances)
+    assert_latlon_close(predict(pulled, world).extras["samples"], predict(pipe, world).extras["samples"])
 
 
 def test_evaluate_geolocation_on_imagefolder(train_script, trained, world, tmp_path):
