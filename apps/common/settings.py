@@ -38,6 +38,11 @@ class Settings:
     max_file_mb: float = limits.MAX_FILE_MB
     concurrency_limit: int = 1
     max_queue: int = 32
+    requests_per_minute: int = 30  # per client (apps.common.client_limits)
+    uploads_per_minute: int = 30
+    upload_mb_per_hour: float = 500.0
+    trust_forwarded_for: bool = False  # behind a proxy that sets X-Forwarded-For (Spaces)
+    upload_ttl_s: int = 600  # uploads are deleted this long after they arrive
 
     def is_starter(self, name: str) -> bool:
         """True when ``name`` loads from the bundled starter folder."""
@@ -59,6 +64,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--gallery", default=env(env_var("gallery")), help="GeoCLIP gallery: official, N or a CSV")
     parser.add_argument("--max_megapixels", type=float, default=float(env(env_var("max_megapixels"), 40)))
     parser.add_argument("--concurrency_limit", type=int, default=int(env(env_var("concurrency_limit"), 1)))
+    parser.add_argument("--requests_per_minute", type=int, default=int(env(env_var("requests_per_minute"), 30)),
+                        help="jobs per client and minute (429 beyond)")  # fmt: skip
+    parser.add_argument("--uploads_per_minute", type=int, default=int(env(env_var("uploads_per_minute"), 30)))
+    parser.add_argument("--upload_mb_per_hour", type=float, default=float(env(env_var("upload_mb_per_hour"), 500)))
+    parser.add_argument("--upload_ttl_s", type=int, default=int(env(env_var("upload_ttl_s"), 600)),
+                        help="seconds after which uploaded files are deleted")  # fmt: skip
+    parser.add_argument(
+        "--trust_forwarded_for",
+        action=argparse.BooleanOptionalAction,
+        default=env(env_var("trust_forwarded_for"), "1" if env("SPACE_ID") else "0") == "1",
+        help="identify clients by X-Forwarded-For (only behind a proxy that sets it; default: on Spaces)",
+    )
     return parser
 
 
@@ -74,9 +91,22 @@ def from_args(args: argparse.Namespace) -> Settings:
         gallery=gallery,
         max_megapixels=args.max_megapixels,
         concurrency_limit=max(1, args.concurrency_limit),
+        requests_per_minute=args.requests_per_minute,
+        uploads_per_minute=args.uploads_per_minute,
+        upload_mb_per_hour=args.upload_mb_per_hour,
+        trust_forwarded_for=args.trust_forwarded_for,
+        upload_ttl_s=args.upload_ttl_s,
     )
 
 
 def parse_settings(argv=None, description: str = "") -> Settings:
-    """Parse ``argv`` (``None``: ``sys.argv[1:]``) into :class:`Settings`."""
-    return from_args(add_arguments(argparse.ArgumentParser(description=description)).parse_args(argv))
+    """Parse ``argv`` (``None``: ``sys.argv[1:]``) into :class:`Settings` (an error naming the flag when a number
+    is out of range)."""
+    parser = add_arguments(argparse.ArgumentParser(description=description))
+    args = parser.parse_args(argv)
+    for name in ("requests_per_minute", "uploads_per_minute", "upload_ttl_s"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not args.upload_mb_per_hour > 0:
+        parser.error(f"--upload_mb_per_hour must be > 0, got {args.upload_mb_per_hour}")
+    return from_args(args)

@@ -160,12 +160,11 @@ def create_demo(store: ModelStore) -> gr.Blocks:
 
 
 def main(argv=None) -> int:
-    from apps.common.launch import launch_kwargs
+    from apps.common.launch import configure, launch_kwargs
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = parse_settings(argv)
-    demo = create_demo(ModelStore(settings))  # loads only the GPS-to-image model
-    demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
+    demo = configure(create_demo(ModelStore(settings)), settings)  # loads only the GPS-to-image model
     demo.launch(**launch_kwargs(settings))
     return 0
 

@@ -161,7 +161,7 @@ class GenerateRequest:
 def _number(value, name: str) -> float:
     try:
         out = float(value)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{name} must be a number, got {value!r}") from err
     if not math.isfinite(out):
         raise ValueError(f"{name} must be finite, got {value!r}")

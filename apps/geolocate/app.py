@@ -21,7 +21,20 @@ from apps.common.limits import check_text, load_photo  # noqa: E402
 from apps.common.models import ModelStore  # noqa: E402
 from apps.common.settings import STARTER_DIR  # noqa: E402
 from apps.common.ui import STARTER_NOTE, checked_image, user_errors  # noqa: E402
-from apps.geolocate.inference import GEOLOCATORS, GeolocateOptions, geolocate, text_query, unavailable  # noqa: E402
+from apps.geolocate.inference import (  # noqa: E402
+    DENSITY_RESOLUTION_DEG,
+    GEOLOCATORS,
+    MAX_SAMPLE_STEPS,
+    MAX_SAMPLES,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TOP_K,
+    TEXT_RESOLUTION_DEG,
+    GeolocateOptions,
+    geolocate,
+    text_query,
+    unavailable,
+)
 
 TITLE = "Where was this photo taken?"
 
@@ -79,7 +92,7 @@ def create_demo(store: ModelStore) -> gr.Blocks:
     choices, default, status = geolocator_choices(store)
 
     def options(top_k, num_samples, steps, resolution, seed) -> GeolocateOptions:
-        return GeolocateOptions(int(top_k), int(num_samples), int(steps), float(resolution), int(seed or 0))
+        return GeolocateOptions(top_k, num_samples, steps, resolution, 0 if seed is None else seed).checked()
 
     @user_errors
     def locate_ui(path, geolocator, top_k, num_samples, steps, resolution, seed, progress=gr.Progress()):  # noqa: B008
@@ -93,12 +106,12 @@ def create_demo(store: ModelStore) -> gr.Blocks:
 
     @user_errors
     def text_ui(text, resolution, top_k):
-        fig, table, result = text_query(store, check_text(text), resolution_deg=float(resolution), top_k=int(top_k))
+        fig, table, result = text_query(store, check_text(text), resolution_deg=resolution, top_k=top_k)
         return fig, table, result
 
     @user_errors
     def text_api(text, resolution, top_k):
-        return text_query(store, check_text(text), resolution_deg=float(resolution), top_k=int(top_k))[2]
+        return text_query(store, check_text(text), resolution_deg=resolution, top_k=top_k)[2]
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}\nUpload a photo (its EXIF GPS, if any, is the true location); pick a geolocator.")
@@ -114,11 +127,14 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                                          max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)  # fmt: skip
                     geolocator = gr.Dropdown(choices, value=default, label="Geolocator")
                     with gr.Accordion("Options", open=False):
-                        top_k = gr.Slider(1, 20, value=5, step=1, label="candidates (top-k)")
-                        num_samples = gr.Slider(4, 256, value=32, step=1, label="samples (LocDiff, sphere flow)")
-                        steps = gr.Slider(4, 100, value=32, step=1, label="denoising / flow steps")
-                        resolution = gr.Slider(3, 20, value=10, step=1, label="density map resolution (degrees)")
-                        seed = gr.Number(0, precision=0, label="seed")
+                        top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="candidates (top-k)")
+                        num_samples = gr.Slider(4, MAX_SAMPLES, value=32, step=1,
+                                                label="samples (LocDiff, sphere flow)")  # fmt: skip
+                        steps = gr.Slider(4, MAX_STEPS, value=32, step=1,
+                                          label=f"denoising / flow steps (samples x steps <= {MAX_SAMPLE_STEPS})")
+                        resolution = gr.Slider(*DENSITY_RESOLUTION_DEG, value=10, step=1,
+                                               label="density map resolution (degrees)")  # fmt: skip
+                        seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
                     locate = gr.Button("Locate", variant="primary")
                     if examples := example_photos():
                         gr.Examples(examples, inputs=[image], label="Example photos (procedural, with EXIF GPS)")
@@ -132,8 +148,9 @@ def create_demo(store: ModelStore) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=2):
                     text = gr.Textbox(label="Describe a place", placeholder="a snowy mountain village")
-                    text_resolution = gr.Slider(2, 20, value=5, step=1, label="grid resolution (degrees)")
-                    text_top_k = gr.Slider(1, 20, value=5, step=1, label="candidates (top-k)")
+                    text_resolution = gr.Slider(*TEXT_RESOLUTION_DEG, value=5, step=1,
+                                                label="grid resolution (degrees)")  # fmt: skip
+                    text_top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="candidates (top-k)")
                     ask = gr.Button("Where?", variant="primary")
                 with gr.Column(scale=3):
                     text_plot = gr.Plot(label="Similarity over the globe", elem_id="text-query-globe")

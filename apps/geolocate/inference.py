@@ -31,6 +31,15 @@ SCORE_LABELS = {
 }
 
 
+MAX_TOP_K = 20
+MAX_SAMPLES = 256
+MAX_STEPS = 100
+MAX_SEED = 2**32 - 1
+DENSITY_RESOLUTION_DEG = (5.0, 20.0)  # the flow's heatmap: 5 degrees is 2,592 likelihood solves (~10 s here)
+MAX_SAMPLE_STEPS = 64 * 64  # samples x steps of one request: caps what one visitor holds the queue for (~5 s)
+TEXT_RESOLUTION_DEG = (2.0, 20.0)
+
+
 @dataclass
 class GeolocateOptions:
     """User options: candidates shown, samples drawn by the generative models, their steps, the density map."""
@@ -40,6 +49,43 @@ class GeolocateOptions:
     num_inference_steps: int = 32
     density_resolution_deg: float = 10.0
     seed: int = 0
+
+    def checked(self) -> GeolocateOptions:
+        """The options as ints/floats within their bounds (``ValueError`` naming the option otherwise), so no
+        request can overflow a seed or hold the queue for minutes."""
+        top_k = whole_number(self.top_k, "top_k", 1, MAX_TOP_K)
+        samples = whole_number(self.num_samples, "num_samples", 1, MAX_SAMPLES)
+        steps = whole_number(self.num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
+        if samples * steps > MAX_SAMPLE_STEPS:
+            raise ValueError(
+                f"num_samples x num_inference_steps must be <= {MAX_SAMPLE_STEPS} (one request's work), got "
+                f"{samples} x {steps} = {samples * steps}: lower one of them"
+            )
+        low, high = DENSITY_RESOLUTION_DEG
+        resolution = bounded_number(self.density_resolution_deg, "density_resolution_deg", low, high)
+        seed = whole_number(self.seed, "seed", 0, MAX_SEED)
+        return GeolocateOptions(top_k, samples, steps, resolution, seed)
+
+
+def bounded_number(value, name: str, low: float, high: float) -> float:
+    """``value`` as a finite float in ``[low, high]`` (ValueError naming ``name`` otherwise)."""
+    if isinstance(value, bool | str | bytes) or value is None:
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}") from err
+    if not np.isfinite(number) or not low <= number <= high:
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    return number
+
+
+def whole_number(value, name: str, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]`` (a float must be whole; ValueError naming ``name`` otherwise)."""
+    number = bounded_number(value, name, low, high)
+    if number != int(number):
+        raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
+    return int(number)
 
 
 def unavailable(store: ModelStore, geolocator: str) -> str | None:
@@ -107,11 +153,7 @@ def geolocate(
 
     Raises ``ValueError`` with a user-facing message for an unknown or unavailable geolocator or bad options.
     """
-    opt = options or GeolocateOptions()
-    if not 1 <= int(opt.top_k) <= 50:
-        raise ValueError(f"top_k must be in [1, 50], got {opt.top_k}")
-    if not 1 <= int(opt.num_samples) <= 1024:
-        raise ValueError(f"num_samples must be in [1, 1024], got {opt.num_samples}")
+    opt = (options or GeolocateOptions()).checked()
     reason = unavailable(store, geolocator)
     if reason:
         raise ValueError(f"{geolocator} is not available: {reason}")
@@ -167,11 +209,9 @@ def text_query(
     reason = unavailable(store, "GeoCLIP")
     if reason:
         raise ValueError(f"text queries need GeoCLIP: {reason}")
-    if not 1 <= int(top_k) <= 50:
-        raise ValueError(f"top_k must be in [1, 50], got {top_k}")
-    if not 1.0 <= float(resolution_deg) <= 30.0:
-        raise ValueError(f"resolution_deg must be in [1, 30], got {resolution_deg}")
-    out = _text_heatmap(store.key, text, float(resolution_deg), int(top_k))
+    top_k = whole_number(top_k, "top_k", 1, MAX_TOP_K)
+    resolution_deg = bounded_number(resolution_deg, "resolution_deg", *TEXT_RESOLUTION_DEG)
+    out = _text_heatmap(store.key, text, resolution_deg, top_k)
     cands, scores = out.candidates[0].double().numpy(), out.scores[0].double().numpy()
     places = place_names(cands)
     table = pd.DataFrame({"rank": np.arange(1, len(cands) + 1), "place": places, "latitude": cands[:, 0].round(3),

@@ -83,7 +83,9 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
 def settings(tiny_model_dirs):
     from apps.common.settings import Settings
 
-    return Settings(models=dict(tiny_model_dirs), port=free_port())
+    # generous per-client limits: every test request comes from 127.0.0.1 (test_client_limits.py checks the limits)
+    limits = {"requests_per_minute": 10_000, "uploads_per_minute": 10_000}
+    return Settings(models=dict(tiny_model_dirs), port=free_port(), **limits)
 
 
 @pytest.fixture(scope="session")
