@@ -53,7 +53,7 @@ def same_weights(a: dict, b: dict) -> bool:
 @pytest.mark.parametrize(
     "fault,n",
     [
-        ("kill_mid_file", 7),  # the second checkpoint (each writes 6 files + RNG), its model file half written
+        ("kill_mid_file", 7),  # 5 state files per checkpoint: the second checkpoint's optimizer state, half written
         ("kill_before_manifest", 2),
         ("kill_before_rename", 2),
         ("disk_full", 8),
@@ -161,3 +161,37 @@ def test_bad_rng_state_is_an_error_unless_ignored(parquet, checkpointed_run, uni
     ignored = run_training(FLOW, [*argv, "--resume_from_checkpoint", out / "checkpoint-4", "--ignore_rng_state"])
     assert ignored.returncode == 0, ignored.stderr[-3000:]
     assert "resuming without RNG states" in ignored.stderr
+
+
+# Every point of every checkpoint write of the TINY run (3 checkpoints x 5 state files; 3 manifests; 3 renames).
+SWEEP = (
+    [("kill_mid_file", n) for n in range(1, 16)]
+    + [("disk_full", n) for n in range(1, 16)]
+    + [("kill_before_manifest", n) for n in range(1, 4)]
+    + [("kill_before_rename", n) for n in range(1, 4)]
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault,n", SWEEP)
+def test_fault_sweep_resumes_exactly(parquet, uninterrupted, tmp_path, fault, n):
+    argv = ["--train_data", parquet, "--output_dir", tmp_path, *TINY]
+    assert run_training(FLOW, argv, fault=fault, n=n).returncode != 0
+    resumed = run_training(FLOW, [*argv, "--resume_from_checkpoint", "latest"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert same_weights(final_weights(tmp_path), uninterrupted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(10))
+def test_random_kill_sweep_resumes_exactly(parquet, tmp_path, seed):
+    """Like test_kill_at_random_times_resumes_exactly, 10 more random schedules of 3 kills each."""
+    argv = ["--train_data", parquet, "--output_dir", tmp_path / "killed", *LONG]
+    reference = run_training(FLOW, ["--train_data", parquet, "--output_dir", tmp_path / "ref", *LONG])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    rng = random.Random(100 + seed)
+    for _ in range(3):
+        run_training(FLOW, [*argv, "--resume_from_checkpoint", "latest"], kill_after_s=rng.uniform(0, 0.8))
+    resumed = run_training(FLOW, [*argv, "--resume_from_checkpoint", "latest"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert same_weights(final_weights(tmp_path / "killed"), final_weights(tmp_path / "ref"))
