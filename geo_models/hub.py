@@ -2,23 +2,52 @@
 
 Every model saves ``config.json`` (constructor keyword arguments + ``model_type``) and ``model.safetensors``. The
 ``model_type`` tells :func:`load_model` which class to build, so ``load_model("user/repo")`` works for any of them.
+
+Pushes and pulls by repo id (:func:`load_model`, :func:`pull_folder`, :func:`push_folder`, the models'
+``from_pretrained`` / ``push_to_hub``) are retried on transient failures (5xx, 408/429, timeouts, dropped or cut
+connections): :data:`HUB_ATTEMPTS` attempts with exponential backoff from :data:`HUB_BACKOFF_S`; then
+:class:`HubTransferError` names the repo, the operation and the last cause. Every HTTP wait of huggingface_hub that
+has no timeout (its API calls: repo info, tree, create repo, commit) gets :func:`hub_timeout` seconds
+(``GEO_MODELS_HUB_TIMEOUT``, default 60; <= 0 turns it off), so a stalled Hub raises instead of hanging. Downloads keep
+huggingface_hub's own timeouts (``HF_HUB_DOWNLOAD_TIMEOUT``, ``HF_HUB_ETAG_TIMEOUT``), go to a temporary file renamed
+into place once complete and size-checked, and a commit lands whole or not at all: a failed pull or push leaves no
+half-written model behind (:func:`pull_folder` with ``local_dir`` swaps the folder in once complete).
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import importlib.resources
 import json
+import logging
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+import httpx2
 import torch
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import (
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    PyTorchModelHubMixin,
+    constants,
+    hf_hub_download,
+    snapshot_download,
+)
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import get_session
 from safetensors.torch import load_file, save_file
 
 LIBRARY_NAME = "geo_models"
+logger = logging.getLogger(__name__)
 
 # model_type -> "module:Class". Explicit (reading it tells which code runs) and lazy (no heavy imports here).
 MODEL_TYPES: dict[str, str] = {
@@ -59,11 +88,101 @@ def read_config(name_or_path: str | os.PathLike, *, revision: str | None = None,
 
 
 def load_model(name_or_path: str | os.PathLike, *, revision: str | None = None, **kwargs):
-    """Load any registered model from a local folder or a Hub repo id, dispatching on its ``model_type``."""
-    config = read_config(name_or_path, revision=revision)
-    if "model_type" not in config:
-        raise ValueError(f"name_or_path: config.json of {name_or_path} has no model_type")
-    return model_class(config["model_type"]).from_pretrained(name_or_path, revision=revision, **kwargs)
+    """Load any registered model from a local folder or a Hub repo id, dispatching on its ``model_type``.
+
+    From the Hub, transient failures are retried (see the module docstring); then :class:`HubTransferError`.
+    """
+
+    def load():
+        config = read_config(name_or_path, revision=revision)
+        if "model_type" not in config:
+            raise ValueError(f"name_or_path: config.json of {name_or_path} has no model_type")
+        return model_class(config["model_type"]).from_pretrained(name_or_path, revision=revision, **kwargs)
+
+    return load() if Path(name_or_path).is_dir() else with_retries("pull", str(name_or_path), load)
+
+
+# ------------------------------------------------------------------------------------- retries, timeouts, errors
+HUB_ATTEMPTS = 3  # tries of one push or pull (each may retry single requests inside huggingface_hub)
+HUB_BACKOFF_S = 1.0  # wait before the 2nd try; doubles after each
+TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
+_TRANSIENT_ERRORS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+_IN_RETRY = contextvars.ContextVar("geo_models_hub_in_retry", default=False)
+_TIMED_CLIENTS: weakref.WeakSet = weakref.WeakSet()
+_T = TypeVar("_T")
+
+
+class HubTransferError(OSError):
+    """A push to or a pull from the Hub that failed on every attempt; the message names the repo and the last cause
+    (chained as ``__cause__``)."""
+
+
+def hub_timeout() -> float | None:
+    """Seconds huggingface_hub's untimed HTTP waits get (``GEO_MODELS_HUB_TIMEOUT``, default 60); None: no limit."""
+    value = float(os.environ.get("GEO_MODELS_HUB_TIMEOUT") or 60)
+    return value if value > 0 else None
+
+
+def _fill_timeouts(request: httpx2.Request) -> None:
+    """httpx request hook: give each wait that has no timeout :func:`hub_timeout` seconds."""
+    limit = hub_timeout()
+    timeouts = request.extensions.get("timeout")
+    if limit is not None and isinstance(timeouts, dict):
+        request.extensions["timeout"] = {k: limit if v is None else v for k, v in timeouts.items()}
+
+
+def _ensure_timeouts() -> None:
+    """Hook :func:`_fill_timeouts` into huggingface_hub's shared HTTP client (a new one after ``close_session()``).
+    Explicit timeouts (downloads, a user's own client settings) are kept."""
+    client = get_session()
+    if client not in _TIMED_CLIENTS:
+        client.event_hooks = {**client.event_hooks, "request": [*client.event_hooks["request"], _fill_timeouts]}
+        _TIMED_CLIENTS.add(client)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) is a failure a later try may not meet: a 5xx/408/429
+    answer, a timeout, a dropped or cut connection, a download that came out short."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, _TRANSIENT_ERRORS):
+            return True
+        if isinstance(error, HfHubHTTPError) and error.response is not None:
+            return error.response.status_code in TRANSIENT_STATUS
+        if isinstance(error, OSError) and "Consistency check failed" in str(error):  # huggingface_hub's size check
+            return True
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return False
+
+
+def with_retries(action: str, repo_id: str, fn: Callable[..., _T], *args, **kwargs) -> _T:
+    """``fn(*args, **kwargs)``, tried up to :data:`HUB_ATTEMPTS` times while it fails with a transient error (see
+    :func:`is_transient`), waiting :data:`HUB_BACKOFF_S`, then twice as long, ... in between. A call made inside
+    another ``with_retries`` runs once (the outer one retries). Raises :class:`HubTransferError` ("``action``
+    ``repo_id`` failed after N attempts: <cause>") when all attempts failed; other errors pass through unchanged."""
+    if _IN_RETRY.get():
+        return fn(*args, **kwargs)
+    token, attempts, delay = _IN_RETRY.set(True), max(1, HUB_ATTEMPTS), HUB_BACKOFF_S
+    try:
+        for attempt in range(1, attempts + 1):
+            _ensure_timeouts()
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                cause = f"{type(err).__name__}: {err}"
+                if attempt == attempts:
+                    where = f"{action} {repo_id!r} (Hub {constants.ENDPOINT})"
+                    raise HubTransferError(f"{where} failed after {attempt} attempts: {cause}") from err
+                logger.warning(
+                    "%s %r: attempt %d failed (%s); retrying in %.2gs", action, repo_id, attempt, cause, delay
+                )
+                time.sleep(delay)
+                delay *= 2
+    finally:
+        _IN_RETRY.reset(token)
 
 
 # ---------------------------------------------------------------------------------------------------- model cards
@@ -150,9 +269,29 @@ class GeoModelHubMixin(PyTorchModelHubMixin, library_name=LIBRARY_NAME):
         return render_model_card(self.model_type, **{**self.card_defaults, **kwargs})
 
     def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs) -> str:
-        """Upload config, weights and a model card to ``repo_id`` (created if needed); returns the commit url."""
+        """Upload config, weights and a model card to ``repo_id`` (created if needed) in one commit; returns the
+        commit url. Transient failures are retried, then :class:`HubTransferError`."""
         card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
-        return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
+        push = super().push_to_hub
+        return with_retries("push to", repo_id, push, repo_id, model_card_kwargs=card_kwargs, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load from a saved folder or a Hub repo id. From the Hub: ``config.json`` is fetched first (a failure
+        raises: huggingface_hub's mixin would build the model from default arguments), transient failures are
+        retried, then :class:`HubTransferError`."""
+        name = str(pretrained_model_name_or_path)
+        load = super().from_pretrained
+        if Path(name).is_dir():
+            return load(name, **kwargs)
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "force_download", "token", "local_files_only")
+                      if k in kwargs}  # fmt: skip
+
+        def fetch_config_then_load():
+            hf_hub_download(name, "config.json", **hub_kwargs)
+            return load(name, **kwargs)
+
+        return with_retries("pull", name, fetch_config_then_load)
 
     def hub_state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors written to ``model.safetensors`` (subclasses may leave out what their config rebuilds)."""
@@ -200,7 +339,50 @@ class GeoModelHubMixin(PyTorchModelHubMixin, library_name=LIBRARY_NAME):
 
 
 def push_folder(folder: str | os.PathLike, repo_id: str, *, commit_message: str = "Upload", **kwargs) -> str:
-    """Upload a saved folder (e.g. a diffusers pipeline) to ``repo_id``, creating the repo; returns the commit url."""
-    api = HfApi()
-    repo_id = api.create_repo(repo_id, exist_ok=True, private=kwargs.pop("private", None)).repo_id
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, **kwargs)
+    """Upload a saved folder (e.g. a diffusers pipeline) to ``repo_id`` in one commit, creating the repo; returns the
+    commit url. Transient failures are retried (a commit whose answer was lost is not duplicated: unchanged files
+    are skipped), then :class:`HubTransferError`."""
+    private = kwargs.pop("private", None)
+
+    def push() -> str:
+        api = HfApi()
+        rid = api.create_repo(repo_id, exist_ok=True, private=private).repo_id
+        return api.upload_folder(repo_id=rid, folder_path=str(folder), commit_message=commit_message, **kwargs)
+
+    return with_retries("push to", repo_id, push)
+
+
+def pull_folder(
+    repo_id: str, *, revision: str | None = None, local_dir: str | os.PathLike | None = None, **hub_kwargs
+) -> Path:
+    """Download every file of ``repo_id`` (e.g. a diffusers pipeline, then ``Pipeline.from_pretrained(folder)``);
+    returns the folder: the cache snapshot, or ``local_dir``. Transient failures are retried, then
+    :class:`HubTransferError`. (With the Hub unreachable, huggingface_hub returns a cached snapshot of the revision
+    only if its cached file listing shows it complete.)
+
+    ``local_dir`` is filled through a temporary sibling folder that replaces it once the download is complete, so a
+    failed pull leaves ``local_dir`` as it was (absent or the previous complete copy), never half-written.
+    ``hub_kwargs`` go to ``huggingface_hub.snapshot_download`` (``allow_patterns``, ``cache_dir``, ``token``, ...).
+    """
+    if local_dir is None:
+        return Path(with_retries("pull", repo_id, snapshot_download, repo_id, revision=revision, **hub_kwargs))
+    target = Path(local_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        with_retries("pull", repo_id, snapshot_download, repo_id, revision=revision, local_dir=partial, **hub_kwargs)
+        _swap_in(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target`` by renames (same file system): ``target`` is never a mix of the two."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)

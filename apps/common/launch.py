@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
+from apps.common.janitor import UploadJanitor
 from apps.common.models import ModelStore
 from apps.common.settings import Settings, parse_settings
 from apps.common.ui import quiet_user_error_tracebacks
@@ -25,7 +26,7 @@ def configure(demo: gr.Blocks, settings: Settings) -> gr.Blocks:
     """Queue (concurrency limit, size), upload clean-up and memory set-up of a built demo, before ``launch``."""
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
     # uploads (and other files Gradio caches for this app) are deleted upload_ttl_s after they arrive
-    demo.delete_cache = (max(1, min(60, settings.upload_ttl_s // 2)), settings.upload_ttl_s)
+    demo.upload_janitor = UploadJanitor(demo, settings.upload_ttl_s).start()
     quiet_user_error_tracebacks()
     # Models, Gradio and the demo are built: move their objects out of the collector's sight, so the full collection
     # after each request (apps.common.ui.collect_request_garbage) scans only the request's objects.

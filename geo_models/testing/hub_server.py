@@ -9,7 +9,11 @@ every file and no Xet header is ever sent, so no LFS/Xet transfer happens. Revis
 40-hex commit sha; each commit is an immutable snapshot. A repo created without a namespace lands in ``user/`` (the Hub
 uses the caller's namespace) and bare ids fall back to it. Not implemented: LFS/Xet, PRs, branches/tags, repo deletion,
 commit history, pagination, auth (any token works). Storage under ``storage_dir``: ``{type}s/{ns}/{name}/repo.json``
-(refs), ``commits/{sha}.json`` (path -> blob oid/size) and ``blobs/{git blob sha1}`` (file contents).
+(refs), ``commits/{sha}.json`` (path -> blob oid/size) and ``blobs/{git blob sha1}`` (file contents). A commit is
+applied whole or not at all, and a request whose body arrives short (the client gave up) is dropped unprocessed.
+
+Fault injection (opt-in, for the reliability suite): ``server.inject("500" | "timeout" | "drop" | "truncate",
+path=regex, method=..., count=...)`` makes matching requests fail, see :class:`Fault`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import re
 import sys
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +43,70 @@ _YAML_BLOCK = re.compile(r"^(\s*---[\r\n]+)([\S\s]*?)([\r\n]+---(\r\n|\n|$))")
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _API_ACTIONS = {"revision", "tree", "preupload", "commit"}
+
+
+FAULT_KINDS = ("500", "timeout", "drop", "truncate")
+
+
+@dataclass
+class Fault:
+    """A fault rule of :meth:`LocalHubServer.inject`: the next ``count`` requests (None: all) that match ``method`` and
+    ``path`` get ``kind`` instead of their answer.
+
+    Kinds: ``"500"`` an HTTP 500 (JSON error), request not processed; ``"timeout"`` nothing sent for ``delay_s``
+    seconds (set it above the client's timeout), then the connection is closed, request not processed; ``"drop"`` the
+    connection is closed without an answer, request not processed; ``"truncate"`` the request *is* processed (a commit
+    lands), the answer's headers announce the full ``Content-Length`` but only ``keep`` (a fraction) of the body is
+    sent before the connection is closed (a ``HEAD`` answer has no body: it arrives whole).
+
+    Args:
+        path: a regular expression searched in the request's decoded URL path (no query), e.g. ``r"/preupload/"``,
+            ``r"/resolve/.*\\.safetensors$"``; ``""`` matches every request.
+        method: ``"GET"``, ``"HEAD"``, ``"POST"``, ...; None matches every method.
+    """
+
+    kind: str
+    path: str = ""
+    method: str | None = None
+    count: int | None = 1
+    delay_s: float = 2.0
+    keep: float = 0.5
+    hits: int = 0  # requests this rule has failed so far
+
+    def __post_init__(self):
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {FAULT_KINDS}, got {self.kind!r}")
+        if self.count is not None and self.count < 0:
+            raise ValueError(f"count must be >= 0 or None (every matching request), got {self.count}")
+        if not 0 <= self.keep < 1:
+            raise ValueError(f"keep must be in [0, 1) (the fraction of the body sent), got {self.keep}")
+        re.compile(self.path)
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method.upper() == method) and re.search(self.path, path) is not None
+
+
+class _Truncated(Exception):
+    """Raised by :class:`_TruncatingWriter` once its allowance is spent: the handler then closes the connection."""
+
+
+class _TruncatingWriter:
+    """Passes ``allowance`` bytes through to ``inner``, then raises :class:`_Truncated`."""
+
+    def __init__(self, inner, allowance: int):
+        self.inner, self.allowance = inner, allowance
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.inner.write(data[: self.allowance])
+        if len(data) > self.allowance:
+            self.allowance = 0
+            raise _Truncated
+        self.allowance -= len(data)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 class HubError(Exception):
@@ -174,24 +243,59 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.hub: LocalHubServer = self.server.hub
+        self.keep: float | None = None  # set by a "truncate" fault
+        try:
+            self._handle()
+        except _Truncated:
+            self.wfile = self.wfile.inner
+            self.close_connection = True
+        except ConnectionError:  # the client is gone (it timed out): nothing to answer
+            self.close_connection = True
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+
+    def _handle(self) -> None:
         try:
             url = urlsplit(self.path)
             self.query = parse_qs(url.query)
-            self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
+            self.body = self.rfile.read(length)
+            if len(self.body) < length:  # the client gave up mid-request: process nothing, answer nothing
+                self.close_connection = True
+                return
+            self.hub.requests.append((self.command, unquote(url.path), self.headers.get("Range")))
+            fault = self.hub._take_fault(self.command, unquote(url.path))
+            if fault is not None and self._inject(fault):
+                return
             segs = [unquote(s) for s in url.path.strip("/").split("/")]  # split first: a quoted %2F stays inside
             self._api(segs[1:]) if segs[0] == "api" else self._resolve(segs)
+        except (_Truncated, ConnectionError):
+            raise
         except HubError as e:
             self._json(e.status, {"error": e.message}, e.headers)
         except Exception as e:  # surfaced to the client as a 500 with the reason
             self._json(500, {"error": f"local hub: {type(e).__name__}: {e}"})
 
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+    def _inject(self, fault: Fault) -> bool:
+        """Apply ``fault``; True if the request is answered (or dropped) and must not be processed."""
+        if fault.kind == "truncate":
+            self.keep = fault.keep
+            return False
+        if fault.kind == "500":
+            self._json(500, {"error": f"local hub: injected fault (500) on {self.command} {self.path}"})
+            return True
+        if fault.kind == "timeout":
+            self.hub._stopping.wait(fault.delay_s)
+        self.close_connection = True
+        return True
 
     def _send(self, status: int, headers: dict, length: int) -> None:
         self.send_response(status)
         for key, value in {**headers, "Content-Length": str(length)}.items():
             self.send_header(key, value)
         self.end_headers()
+        if self.keep is not None and self.command != "HEAD":
+            self.wfile = _TruncatingWriter(self.wfile, int(length * self.keep))
 
     def _json(self, status: int, obj, headers: dict | None = None) -> None:
         body, headers = json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})}
@@ -310,6 +414,14 @@ class _Handler(BaseHTTPRequestHandler):
                     remaining -= len(chunk)
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up (timed out) is no error here
+            super().handle_error(request, client_address)
+
+
 class LocalHubServer:
     """Threaded HTTP server emulating the Hub API subset of the module docstring, storing repos in ``storage_dir``.
 
@@ -321,8 +433,10 @@ class LocalHubServer:
         self.hf_home: str | None = None  # if set, env() also points the client's HF_HOME / caches there
         self.store = _Store(Path(storage_dir), user)
         self.store.root.mkdir(parents=True, exist_ok=True)
-        self._httpd = ThreadingHTTPServer((host, port), _Handler)
-        self._httpd.daemon_threads = True
+        self.faults: list[Fault] = []  # see inject()
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, decoded path, Range header) of each request
+        self._faults_lock, self._stopping = threading.Lock(), threading.Event()
+        self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.hub = self
         self.host, self.port = host, self._httpd.server_address[1]
         self.endpoint = f"http://{host}:{self.port}"
@@ -330,11 +444,43 @@ class LocalHubServer:
 
     def start(self) -> LocalHubServer:
         if self._thread is None:
+            self._stopping.clear()
             self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
             self._thread.start()
         return self
 
+    def inject(
+        self,
+        kind: str,
+        path: str = "",
+        *,
+        method: str | None = None,
+        count: int | None = 1,
+        delay_s: float = 2.0,
+        keep: float = 0.5,
+    ) -> Fault:
+        """Fail the next ``count`` requests (None: every one) matching ``method`` and the ``path`` regex with ``kind``
+        (see :class:`Fault`); returns the rule, whose ``hits`` counts the requests it failed. Rules are tried in
+        order; the first matching rule with faults left applies."""
+        fault = Fault(kind, path, method, count, delay_s, keep)
+        with self._faults_lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._faults_lock:
+            self.faults.clear()
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._faults_lock:
+            for fault in self.faults:
+                if (fault.count is None or fault.hits < fault.count) and fault.matches(method, path):
+                    fault.hits += 1
+                    return fault
+        return None
+
     def stop(self) -> None:
+        self._stopping.set()  # wakes handlers stalled by a "timeout" fault
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()

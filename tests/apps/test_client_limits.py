@@ -162,3 +162,44 @@ def test_gradio_prints_one_line_for_user_errors(caplog, capsys):
             shim.print_exc()
     assert [r.getMessage().count("\n") for r in caplog.records if "user error" in r.getMessage()] == [0, 0]
     assert "Traceback" in capsys.readouterr().err  # a real bug keeps its traceback
+
+
+def test_upload_janitor_deletes_old_uploads_while_uploads_arrive(tmp_path):
+    """Files older than the TTL go (with their hash folder), files Gradio keeps for the page stay, and a sweep
+    racing with new uploads neither fails nor stops (Gradio's delete_cache task died on exactly that)."""
+    import os
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from apps.common.janitor import UploadJanitor
+
+    def upload(name):
+        folder = tmp_path / f"hash_{name}"
+        folder.mkdir()
+        (folder / "photo.jpg").write_bytes(b"x" * 100)
+        return str(folder / "photo.jpg")
+
+    uploads = {upload(i) for i in range(50)}
+    example = upload("example")
+    uploads.add(example)
+    blocks = SimpleNamespace(temp_file_sets=[uploads], blocks={0: SimpleNamespace(keep_in_cache={example})})
+    janitor = UploadJanitor(blocks, ttl_s=60)
+    assert janitor.sweep() == 0  # nothing is old yet
+    stop = threading.Event()
+
+    def keep_uploading():
+        i = 100
+        while not stop.is_set():
+            uploads.add(upload(i))
+            i += 1
+
+    writer = threading.Thread(target=keep_uploading)
+    writer.start()
+    try:
+        deleted = sum(janitor.sweep(now=time.time() + 120) for _ in range(20))
+    finally:
+        stop.set()
+        writer.join()
+    assert deleted >= 50 and os.path.exists(example)
+    assert not (tmp_path / "hash_0").exists()  # emptied hash folders removed

@@ -114,3 +114,54 @@ def test_subprocess_snapshot_download(local_hub, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "hello"
+
+
+def test_fault_injection(local_hub):
+    import http.client
+    import json
+    import socket
+
+    api = HfApi()
+    api.create_repo("tester/faults")
+    api.upload_file(path_or_fileobj=b"0123456789" * 100, path_in_repo="w.bin", repo_id="tester/faults")
+    host, port = local_hub.host, local_hub.port
+
+    def get(path, method="GET", timeout=5.0, headers=None):
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.request(method, path, headers=headers or {})
+        return conn.getresponse()
+
+    with pytest.raises(ValueError, match="kind must be one of"):
+        local_hub.inject("slow")
+    rule = local_hub.inject("500", r"/api/models/tester/faults$", method="GET")  # once (count=1)
+    assert get("/api/models/tester/faults").status == 500
+    assert get("/api/models/tester/faults").status == 200 and rule.hits == 1
+
+    local_hub.inject("truncate", r"/w\.bin$", method="GET", keep=0.25)
+    response = get("/tester/faults/resolve/main/w.bin")
+    assert response.status == 200 and response.headers["Content-Length"] == "1000"
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        response.read()
+    assert len(cut.value.partial) == 250
+    response = get("/tester/faults/resolve/main/w.bin", headers={"Range": "bytes=250-"})  # the rule is spent
+    assert response.status == 206 and response.read() == (b"0123456789" * 100)[250:]
+
+    local_hub.inject("drop", r"/w\.bin$", method="HEAD")
+    with pytest.raises(http.client.RemoteDisconnected):
+        get("/tester/faults/resolve/main/w.bin", method="HEAD")
+    local_hub.inject("timeout", r"/w\.bin$", count=None, delay_s=1.0)
+    with pytest.raises(TimeoutError):
+        get("/tester/faults/resolve/main/w.bin", timeout=0.2)
+    local_hub.clear_faults()
+    assert get("/tester/faults/resolve/main/w.bin").status == 200
+    assert ("GET", "/tester/faults/resolve/main/w.bin", None) in local_hub.requests
+
+    # A commit whose body arrives short (the client gave up) is not applied, even cut at a line boundary.
+    head = api.model_info("tester/faults").sha
+    body = json.dumps({"key": "header", "value": {"summary": "cut"}}).encode() + b"\n"
+    with socket.create_connection((host, port)) as sock:
+        request = f"POST /api/models/tester/faults/commit/main HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body) + 99}"
+        sock.sendall(request.encode() + b"\r\n\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # closed without an answer
+    assert api.model_info("tester/faults").sha == head
