@@ -15,6 +15,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from geo_models.checks import check_int
+
 OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / "model_configs"
 LOCAL_OPEN_CLIP_MODELS = tuple(sorted(p.stem for p in OPEN_CLIP_CONFIG_DIR.glob("*.json")))
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -170,10 +172,17 @@ class OpenCLIPBackbone(nn.Module):
         return simclr_transform(self.image_size, self.mean, self.std, strength=strength)
 
     def preprocess_images(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """PIL images -> ``(N, 3, S, S)`` normalised pixels; tensors pass through (already preprocessed)."""
+        """PIL images -> ``(N, 3, S, S)`` normalised pixels; tensors pass through (already preprocessed: shape
+        ``(N >= 1, 3, S, S)`` at the backbone's input size ``S``, finite floats)."""
         if isinstance(images, torch.Tensor):
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"images tensor must have shape (N, 3, H, W), got {tuple(images.shape)}")
+            s = self.image_size
+            if images.ndim != 4 or images.shape[0] == 0 or tuple(images.shape[1:]) != (3, s, s):
+                raise ValueError(
+                    f"images tensor must have shape (N >= 1, 3, {s}, {s}) (pixels preprocessed for this backbone; "
+                    f"or pass PIL images / file paths), got {tuple(images.shape)}"
+                )
+            if not images.is_floating_point() or not bool(torch.isfinite(images).all()):
+                raise ValueError("images tensor must hold finite floating-point pixels (no NaN or inf)")
             return images
         if not len(images):
             raise ValueError("images must not be empty")
@@ -192,25 +201,48 @@ class OpenCLIPBackbone(nn.Module):
     def embed_images(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
         """Images (PIL, file paths, or a preprocessed ``(N, 3, S, S)`` tensor) -> features ``(N, output_dim)``,
         ``batch_size`` images at a time."""
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_int(batch_size, "batch_size")
         pixels = self.preprocess_images(load_images(images))
         return torch.cat([self.encode_image(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Texts -> ``(N, output_dim)`` projected text features (not normalised)."""
-        if isinstance(texts, str) or not len(texts):
+        if isinstance(texts, str) or not isinstance(texts, Sequence) or not len(texts):
+            raise ValueError("texts must be a non-empty list of strings")
+        if not all(isinstance(t, str) for t in texts):
             raise ValueError("texts must be a non-empty list of strings")
         tokens = self.tokenizer(list(texts)).to(next(self.model.parameters()).device)
         return self.model.encode_text(tokens)
 
 
+IMAGES_ACCEPTED = "a PIL image, an image file path, a list of them, or a preprocessed (N, 3, S, S) tensor"
+
+
+def max_image_pixels() -> int | None:
+    """Pixels above which an image is refused as a decompression bomb: Pillow's error limit,
+    ``2 * Image.MAX_IMAGE_PIXELS`` (179 M by default; None when the caller disabled Pillow's check)."""
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+
+
+def check_image_size(img: Image.Image, name: str) -> None:
+    """ValueError naming ``name`` for an image whose size is over :func:`max_image_pixels` (before decoding it)."""
+    limit = max_image_pixels()
+    if limit is not None and img.width * img.height > limit:
+        raise ValueError(
+            f"{name}: {img.width} x {img.height} = {img.width * img.height:,} pixels is over the limit of {limit:,} "
+            "(a possible decompression bomb; Pillow's Image.MAX_IMAGE_PIXELS sets the limit)"
+        )
+
+
 def load_images(images: Any) -> Any:
-    """PIL image(s) or file path(s) -> list of RGB PIL images; tensors pass through. Unreadable -> ValueError."""
+    """PIL image(s) or file path(s) -> list of RGB PIL images; tensors pass through. Unreadable files, images over
+    Pillow's decompression-bomb limit (:func:`max_image_pixels`) and anything else -> ValueError naming ``images``."""
     if isinstance(images, torch.Tensor):
         return images
     if isinstance(images, (Image.Image, str, PathLike)):
         images = [images]
+    if isinstance(images, (bytes, dict)) or not hasattr(images, "__len__") or not hasattr(images, "__iter__"):
+        raise ValueError(f"images must be {IMAGES_ACCEPTED}, got {type(images).__name__}")
     if not len(images):
         raise ValueError("images must not be empty")
     out = []
@@ -218,9 +250,16 @@ def load_images(images: Any) -> Any:
         if isinstance(img, (str, PathLike)):
             try:
                 with Image.open(img) as opened:
+                    check_image_size(opened, f"images[{i}] ({str(img)!r})")
                     img = opened.convert("RGB")
+            except Image.DecompressionBombError as err:
+                raise ValueError(f"images[{i}]: {str(img)!r} is too large (a decompression bomb?): {err}") from err
             except (OSError, UnidentifiedImageError) as err:
                 raise ValueError(f"images[{i}]: cannot read image file {str(img)!r}: {err}") from err
+        elif isinstance(img, Image.Image):
+            check_image_size(img, f"images[{i}]")
+        else:
+            raise ValueError(f"images[{i}] must be a PIL image or an image file path, got {type(img).__name__}")
         out.append(img)
     return out
 

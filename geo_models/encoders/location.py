@@ -10,10 +10,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geo_models.encoders.networks import MLP
+from geo_models.checks import check_int, check_number, check_parameter_budget, linear_parameters
+from geo_models.encoders.networks import MLP, mlp_parameters
 from geo_models.encoders.positional import EqualEarthProjection, RandomFourierFeatures
 from geo_models.hub import GeoModelHubMixin
 from geo_models.sphere import check_latlon
+
+
+def check_sigmas(sigmas) -> tuple[float, ...]:
+    """A non-empty sequence of finite RFF standard deviations > 0 -> tuple of floats (ValueError naming ``sigmas``)."""
+    if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__len__") or not len(sigmas):
+        raise ValueError(f"sigmas must list at least one scale (numbers > 0), got {sigmas!r}")
+    return tuple(check_number(s, f"sigmas[{i}]", 0.0, low_open=True) for i, s in enumerate(sigmas))
+
+
+def location_encoder_parameters(sigmas, num_features: int, hidden_dim: int, num_layers: int, output_dim: int) -> int:
+    """Parameters (and RFF buffer entries) of a :class:`LocationEncoder` config, without building it."""
+    branch = 2 * num_features + mlp_parameters(2 * num_features, hidden_dim, num_layers=num_layers)
+    return len(sigmas) * (branch + linear_parameters(hidden_dim, output_dim))
 
 
 class LocationBranch(nn.Module):
@@ -56,8 +70,15 @@ class LocationEncoder(nn.Module, GeoModelHubMixin):
         seed: int = 0,
     ):
         super().__init__()
-        if not sigmas:
-            raise ValueError("sigmas must list at least one scale")
+        sigmas = check_sigmas(sigmas)
+        num_features, hidden_dim = check_int(num_features, "num_features"), check_int(hidden_dim, "hidden_dim")
+        num_layers, output_dim = check_int(num_layers, "num_layers"), check_int(output_dim, "output_dim")
+        check_parameter_budget(
+            location_encoder_parameters(sigmas, num_features, hidden_dim, num_layers, output_dim),
+            "sigmas, num_features, hidden_dim, num_layers, output_dim",
+            "location encoder",
+        )
+        seed = check_int(seed, "seed", -(2**63), 2**64 - 1 - len(sigmas))
         self.projection = EqualEarthProjection()
         self.branches = nn.ModuleList(
             LocationBranch(

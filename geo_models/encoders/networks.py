@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from geo_models.checks import check_int, check_parameter_budget, linear_parameters
+
+
+def mlp_parameters(in_dim: int, hidden_dim: int, out_dim: int | None = None, *, num_layers: int = 2) -> int:
+    """Parameter count of :class:`MLP` with these sizes (checked ints), computed without building it."""
+    count = linear_parameters(in_dim, hidden_dim) + (num_layers - 1) * linear_parameters(hidden_dim, hidden_dim)
+    return count + (linear_parameters(hidden_dim, out_dim) if out_dim is not None else 0)
+
 
 class MLP(nn.Sequential):
     """``Linear -> act`` repeated ``num_layers`` times, then an optional output ``Linear``.
@@ -25,8 +33,12 @@ class MLP(nn.Sequential):
         num_layers: int = 2,
         activation: type[nn.Module] = nn.ReLU,
     ):
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        in_dim, hidden_dim = check_int(in_dim, "in_dim"), check_int(hidden_dim, "hidden_dim")
+        out_dim = None if out_dim is None else check_int(out_dim, "out_dim")
+        num_layers = check_int(num_layers, "num_layers")
+        check_parameter_budget(
+            mlp_parameters(in_dim, hidden_dim, out_dim, num_layers=num_layers), "hidden_dim, num_layers", "MLP"
+        )
         layers: list[nn.Module] = []
         for i in range(num_layers):
             layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), activation()]

@@ -10,8 +10,10 @@ import math
 import torch
 from torch import nn
 
+from geo_models.checks import check_int, check_number
 from geo_models.sphere import equal_earth
 
+MAX_FREQUENCIES = 64  # NeRF frequencies 2^k pi, k < 64: beyond float precision long before that
 GEOCLIP_EQUAL_EARTH_SCALE = 66.50336  # GeoCLIP rescales Equal Earth x/y by 66.50336 / 180 into [-1, 1]
 
 
@@ -44,11 +46,11 @@ class RandomFourierFeatures(nn.Module):
 
     def __init__(self, in_features: int = 2, num_features: int = 256, *, sigma: float = 1.0, seed: int = 0):
         super().__init__()
-        if num_features < 1 or in_features < 1:
-            raise ValueError(f"in_features and num_features must be >= 1, got {in_features}, {num_features}")
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        gen = torch.Generator().manual_seed(seed)
+        in_features, num_features = check_int(in_features, "in_features"), check_int(num_features, "num_features")
+        if in_features * num_features > 2**31:  # the (num_features, in_features) matrix: 8 GiB in float32
+            raise ValueError(f"in_features x num_features must be <= 2^31, got {in_features} x {num_features}")
+        sigma = check_number(sigma, "sigma", 0.0, low_open=True)
+        gen = torch.Generator().manual_seed(check_int(seed, "seed", -(2**63), 2**64 - 1))
         self.register_buffer("b", torch.randn(num_features, in_features, generator=gen) * sigma)
         self.output_dim = 2 * num_features
 
@@ -60,14 +62,15 @@ class RandomFourierFeatures(nn.Module):
 class NeRFPositionalEncoding(nn.Module):
     """NeRF encoding ``[sin(2^k π x), cos(2^k π x)]`` for k < ``num_frequencies``, per input column.
 
-    Used by the GPS / angle embedders of GPS-to-image diffusion (10 frequencies, inputs normalised to [-1, 1]).
+    Used by the GPS / angle embedders of GPS-to-image diffusion (10 frequencies, inputs normalised to [-1, 1]);
+    ``num_frequencies`` in [1, 64].
     Output ``(..., in_features * 2 * num_frequencies [+ in_features])``.
     """
 
     def __init__(self, in_features: int = 2, num_frequencies: int = 10, *, include_input: bool = False):
         super().__init__()
-        if num_frequencies < 1:
-            raise ValueError(f"num_frequencies must be >= 1, got {num_frequencies}")
+        in_features = check_int(in_features, "in_features")
+        num_frequencies = check_int(num_frequencies, "num_frequencies", 1, MAX_FREQUENCIES)
         self.register_buffer("freqs", (2.0 ** torch.arange(num_frequencies)) * math.pi, persistent=False)
         self.include_input = include_input
         self.output_dim = in_features * 2 * num_frequencies + (in_features if include_input else 0)

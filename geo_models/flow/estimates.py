@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from geo_models.checks import MIN_GRID_RESOLUTION_DEG, check_number
 from geo_models.sphere import xyz_to_latlon
 
 __all__ = ["DensityGrid", "cap_lattice", "density_grid_points", "density_mode", "localizability_from_log_probs"]
@@ -50,13 +51,11 @@ class DensityGrid:
 
 
 def density_grid_points(resolution_deg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cell centres of a ``resolution_deg`` grid: ``latitudes (H,)``, ``longitudes (W,)``, ``latlon (H * W, 2)``."""
-    try:
-        res = float(resolution_deg)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"resolution_deg must be a number in (0, 90], got {resolution_deg!r}") from err
-    if not 0 < res <= 90 or abs(180 / res - round(180 / res)) > 1e-6:
-        raise ValueError(f"resolution_deg must be in (0, 90] and divide 180, got {resolution_deg!r}")
+    """Cell centres of a ``resolution_deg`` grid (in [0.25, 90] degrees, dividing 180): ``latitudes (H,)``,
+    ``longitudes (W,)``, ``latlon (H * W, 2)``."""
+    res = check_number(resolution_deg, "resolution_deg", MIN_GRID_RESOLUTION_DEG, 90.0)  # <= 720 x 1440 cells
+    if abs(180 / res - round(180 / res)) > 1e-6:
+        raise ValueError(f"resolution_deg must be in [{MIN_GRID_RESOLUTION_DEG}, 90] and divide 180, got {res!r}")
     h, w = round(180 / res), round(360 / res)
     lats = 90 - res / 2 - res * torch.arange(h, dtype=torch.float64)
     lons = -180 + res / 2 + res * torch.arange(w, dtype=torch.float64)

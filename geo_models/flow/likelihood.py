@@ -50,12 +50,14 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
+from geo_models.checks import MAX_GUIDANCE_SCALE, check_int, check_number
 from geo_models.flow.field import GuidedField
 from geo_models.flow.modeling import GeoAdaLNMLP
 from geo_models.flow.objectives import FlowObjective, get_objective
@@ -65,6 +67,8 @@ from geo_models.sphere.manifold import tangent_basis
 __all__ = [
     "CONVENTIONS",
     "GAMMA_GRID_METHOD",
+    "MAX_ODE_STEPS",
+    "MAX_RADIAL_NODES",
     "RADIAL_EDGES",
     "LikelihoodOutput",
     "exact_log_prob",
@@ -101,6 +105,8 @@ RADIAL_EDGES = (
     300.0,
     1000.0,
 )
+MAX_RADIAL_NODES = 64  # Gauss-Legendre nodes per radial panel: 22 panels x 64 = 1408 ODE rows per point at most
+MAX_ODE_STEPS = 100_000  # fixed steps of "gamma_trapezoid" (its docs: 1024 steps reach 0.016 nats)
 DIFFUSION_T_MIN = 1e-8
 DIFFUSION_GAMMA_MIN = 1e-4  # gamma at the noise end of the exact diffusion ODE (it is singular at 0)
 
@@ -122,6 +128,8 @@ def radial_quadrature(nodes_per_panel: int = 4, edges=RADIAL_EDGES) -> tuple[tor
     ``[edges[0], edges[-1]]``: composite Gauss-Legendre in ``log r`` (``r^2 dr = r^3 d log r``)."""
     if isinstance(nodes_per_panel, bool) or not isinstance(nodes_per_panel, int) or nodes_per_panel < 1:
         raise ValueError(f"radial_nodes must be an integer >= 1, got {nodes_per_panel!r}")
+    if nodes_per_panel > MAX_RADIAL_NODES:
+        raise ValueError(f"radial_nodes must be <= {MAX_RADIAL_NODES} (nodes per panel), got {nodes_per_panel}")
     x, w = np.polynomial.legendre.leggauss(nodes_per_panel)
     s, ws = [], []
     for a, b in zip(np.log(edges[:-1]), np.log(edges[1:])):
@@ -272,8 +280,8 @@ def exact_log_prob(
             Not a default: on a *trained* model it converges slowly (the demo's starter model: 0.27 nats off at 256
             steps, 0.016 at 1024, where dopri5 at 1e-6 is within 2e-3 with ~1100 evaluations, a quarter of them in
             the last tenth of ``gamma`` before the data); check a few points against dopri5 before relying on it.
-        num_steps: steps of ``"gamma_trapezoid"`` (``num_steps + 1`` field + Jacobian evaluations).
-        radial_nodes: Gauss-Legendre nodes per radial panel (R³ objectives, "sphere" convention).
+        num_steps: steps of ``"gamma_trapezoid"`` (``num_steps + 1`` field + Jacobian evaluations), at most 100,000.
+        radial_nodes: Gauss-Legendre nodes per radial panel (R³ objectives, "sphere" convention), at most 64.
         batch_size: ODE rows per solve (default: all points in one solve); a point of an R³ objective under the
             "sphere" convention is one row per radial node.
         dtype: solve in this dtype (e.g. ``torch.float64``; a converted copy of the network is used).
@@ -282,22 +290,26 @@ def exact_log_prob(
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     if method == GAMMA_GRID_METHOD:
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= MAX_ODE_STEPS:
+            raise ValueError(f"num_steps must be an integer in [1, {MAX_ODE_STEPS}], got {num_steps!r}")
         if objective.name == "diffusion_r3":
             raise ValueError(
                 f"method={GAMMA_GRID_METHOD!r} needs an ODE that is gamma'(t) times the network's field (riemannian, "
                 f"flow_r3); the {objective.name} probability-flow ODE is singular at gamma = 0: use method='dopri5'"
             )
-    if not (atol > 0 and rtol > 0):
-        raise ValueError(f"atol and rtol must be > 0, got atol={atol}, rtol={rtol}")
+    for name, tol in (("atol", atol), ("rtol", rtol)):
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol > 0):
+            raise ValueError(f"atol and rtol must be finite numbers > 0, got {name}={tol!r}")
+    guidance_scale = check_number(guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE_SCALE)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be None or a floating-point torch.dtype (torch.float64), got {dtype!r}")
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size")
     if dtype is not None and dtype != network.dtype:
         network = torch.nn.Module.to(copy.deepcopy(network), dtype)  # (ModelMixin.to warns about fp32 modules)
     param = network.initial_mapper.weight
     xyz, emb = xyz.to(param.device, param.dtype), image_embeddings.to(param.device, param.dtype)
     n = len(xyz)
-    if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     radial = not objective.on_sphere and convention == "sphere"
     k = 1
     if radial:

@@ -34,6 +34,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from geo_models.checks import check_int, check_parameter_budget, linear_parameters
+
 __all__ = ["PLONK_CONFIG_KEYS", "GeoAdaLNMLP", "GeoAdaLNMLPOutput", "ModelMixin", "Modulations"]
 
 PLONK_CONFIG_KEYS = ("input_dim", "dim", "depth", "expansion", "cond_dim")
@@ -97,6 +99,16 @@ class AdaLNMLPBlock(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
 
+def adaln_mlp_parameters(input_dim: int, dim: int, depth: int, expansion: int, cond_dim: int) -> int:
+    """Parameters (and buffer entries) of a :class:`GeoAdaLNMLP` config, without building it."""
+    c = dim // 4
+    time = c // 2 + linear_parameters(c, 4 * c) + linear_parameters(4 * c, 4 * c)
+    block = linear_parameters(dim, dim * expansion) + linear_parameters(dim * expansion, dim)
+    block += linear_parameters(dim, 3 * dim)
+    ends = linear_parameters(cond_dim, dim) + linear_parameters(input_dim, dim) + linear_parameters(dim, 2 * dim)
+    return time + depth * block + ends + linear_parameters(dim, input_dim)
+
+
 class GeoAdaLNMLP(ModelMixin, ConfigMixin):
     """Conditional adaLN residual MLP on points in R³ (paper sec. 3 and appendix; PLONK's ``GeoAdaLNMLP``).
 
@@ -119,13 +131,17 @@ class GeoAdaLNMLP(ModelMixin, ConfigMixin):
         self, *, input_dim: int = 3, dim: int = 512, depth: int = 12, expansion: int = 4, cond_dim: int = 1024
     ):
         super().__init__()
-        for name, value in (("input_dim", input_dim), ("depth", depth), ("expansion", expansion)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if int(cond_dim) < 1:
-            raise ValueError(f"cond_dim must be >= 1, got {cond_dim}")
-        if int(dim) < 8 or int(dim) % 4:
+        input_dim, depth = check_int(input_dim, "input_dim"), check_int(depth, "depth")
+        expansion, cond_dim = check_int(expansion, "expansion"), check_int(cond_dim, "cond_dim")
+        dim = check_int(dim, "dim", 8)
+        if dim % 4:
             raise ValueError(f"dim must be a multiple of 4 and >= 8, got {dim}")
+        check_parameter_budget(
+            adaln_mlp_parameters(input_dim, dim, depth, expansion, cond_dim),
+            "dim, depth, expansion, cond_dim",
+            "GeoAdaLNMLP",
+        )
+        self.register_to_config(input_dim=input_dim, dim=dim, depth=depth, expansion=expansion, cond_dim=cond_dim)
         self.time_embedder = TimeEmbedder(dim // 4, expansion=4)
         self.cond_mapper = nn.Linear(cond_dim, dim)
         self.initial_mapper = nn.Linear(input_dim, dim)

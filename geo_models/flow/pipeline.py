@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from geo_models.checks import MAX_SAMPLES, check_generator, check_int, check_number
 from geo_models.encoders.image import (
     ImageBackboneMixin,
     OpenCLIPBackbone,
@@ -124,6 +125,7 @@ class SphereFlowPipeline(ImageBackboneMixin):
         """Training loss of the objective on ``x0`` (``(B, 2)`` latlon degrees or ``(B, 3)`` unit vectors) and
         ``image_embeddings (B, cond_dim)``; see :func:`~geo_models.flow.objectives.flow_loss`."""
         feats = check_embeddings(image_embeddings, self.embedding_dim, "image_embeddings").to(self.device)
+        check_generator(generator)
         return flow_loss(
             self.network, self.objective, self.schedule, x0, feats, generator, cond_drop_prob=self.cond_drop_prob
         )
@@ -149,16 +151,17 @@ class SphereFlowPipeline(ImageBackboneMixin):
                                               generator, batch_size))  # fmt: skip
 
     def _sample_xyz(self, feats, num_samples, steps, guidance_scale, sampler, generator, batch_size) -> torch.Tensor:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        num_samples = check_int(num_samples, "num_samples", 1, MAX_SAMPLES)
+        batch_size = check_int(batch_size, "batch_size")
         check_sampling_args(self.objective, steps, guidance_scale, sampler)
-        rows = feats.repeat_interleave(num_samples, dim=0)  # image-major
+        check_generator(generator)
+        # rows image-major (image i, sample j) -> row i * S + j, gathered per chunk: never all N * S rows at once
+        total = len(feats) * num_samples
         out = [
-            sample_xyz(self.network, self.objective, self.schedule, rows[s : s + int(batch_size)],
+            sample_xyz(self.network, self.objective, self.schedule,
+                       feats[torch.arange(s, min(s + batch_size, total), device=feats.device) // num_samples],
                        num_inference_steps=steps, guidance_scale=guidance_scale, sampler=sampler, generator=generator)
-            for s in range(0, len(rows), int(batch_size))
+            for s in range(0, total, batch_size)
         ]  # fmt: skip
         return torch.cat(out).float().cpu().view(len(feats), num_samples, 3)
 
@@ -188,7 +191,10 @@ class SphereFlowPipeline(ImageBackboneMixin):
         ~4x fewer network evaluations than dopri5 at 1e-6 on PLONK's YFCC-size network with random weights, but poor
         on trained models (see :func:`~geo_models.flow.likelihood.exact_log_prob`)."""
         feats = self._features(images, image_embeddings)
-        pts = torch.as_tensor(latlon) if not isinstance(latlon, torch.Tensor) else latlon
+        try:
+            pts = torch.as_tensor(latlon) if not isinstance(latlon, torch.Tensor) else latlon
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"latlon must be a numeric (N, 2) tensor or array, got {type(latlon).__name__}") from err
         if pts.ndim not in (2, 3) or pts.shape[-1] not in (2, 3):
             raise ValueError(
                 f"latlon must have shape (N, 2), (N, K, 2) or unit vectors (N, [K,] 3), got {tuple(pts.shape)}"
@@ -202,7 +208,7 @@ class SphereFlowPipeline(ImageBackboneMixin):
         if pts.ndim == 3:
             feats = feats.repeat_interleave(lead[1], dim=0)
         out = exact_log_prob(
-            self.network, self.objective, self.schedule, xyz, feats, guidance_scale=float(guidance_scale),
+            self.network, self.objective, self.schedule, xyz, feats, guidance_scale=guidance_scale,
             convention=convention, method=method, atol=atol, rtol=rtol, radial_nodes=radial_nodes,
             batch_size=batch_size, dtype=dtype, num_steps=num_steps,
         )  # fmt: skip
@@ -221,10 +227,11 @@ class SphereFlowPipeline(ImageBackboneMixin):
     def density_grid(
         self, images: Any = None, image_embeddings: Any = None, *, resolution_deg: float = 2.0, **kwargs
     ) -> DensityGrid:
-        """Log-density on a lat/lon grid of cell centres for each image -> :class:`DensityGrid` with
-        ``log_density (N, H, W)`` (``kwargs`` go to :meth:`likelihood`, e.g. ``atol``)."""
-        feats = self._features(images, image_embeddings)
+        """Log-density on a lat/lon grid of cell centres (``resolution_deg`` in [0.25, 90], dividing 180) for each
+        image -> :class:`DensityGrid` with ``log_density (N, H, W)`` (``kwargs`` go to :meth:`likelihood`, e.g.
+        ``atol``)."""
         lats, lons, pts = density_grid_points(resolution_deg)
+        feats = self._features(images, image_embeddings)
         logp = self.log_prob(pts.expand(len(feats), -1, -1), image_embeddings=feats, **kwargs)
         return DensityGrid(latitudes=lats, longitudes=lons, log_density=logp.view(len(feats), len(lats), len(lons)))
 
@@ -269,7 +276,7 @@ class SphereFlowPipeline(ImageBackboneMixin):
         Args:
             images: PIL images, image paths or a preprocessed tensor (needs a backbone), or
             image_embeddings: ``(N, cond_dim)`` backbone features.
-            num_samples: locations drawn per image ``S``.
+            num_samples: locations drawn per image ``S``, in [1, 10000].
             num_inference_steps, guidance_scale, sampler: see :meth:`sample` (PLONK's demo: 32 steps, cfg 2 for
                 its point estimate).
             point_estimate: ``"sample"`` (the first guided sample), ``"best_of_n"`` (the sample of highest density,
@@ -286,14 +293,18 @@ class SphereFlowPipeline(ImageBackboneMixin):
             log-density in nats (w.r.t. area on the unit sphere, under the unguided model: the calibrated density);
             ``extras["samples"] (N, S, 2)`` unsorted and ``extras["log_prob"] (N, S)``.
         """
-        # 1. Check inputs
+        # 1. Check inputs (all before any sampling: a bad late argument must not cost a sampling run)
         if point_estimate not in POINT_ESTIMATES:
             raise ValueError(f"point_estimate must be one of {POINT_ESTIMATES}, got {point_estimate!r}")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        num_samples = check_int(num_samples, "num_samples", 1, MAX_SAMPLES)
         k = num_samples if top_k is None else top_k
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_samples:
             raise ValueError(f"top_k must be an integer in [1, num_samples={num_samples}], got {top_k!r}")
+        batch_size = check_int(batch_size, "batch_size")
+        check_sampling_args(self.objective, num_inference_steps, guidance_scale, sampler)
+        check_generator(generator)
+        atol = check_number(atol, "atol", 0.0, low_open=True)
+        rtol = check_number(rtol, "rtol", 0.0, low_open=True)
         feats = self._features(images, image_embeddings, batch_size)
         # 2. Samples, (N, S, 3)
         xyz = self._sample_xyz(feats, num_samples, num_inference_steps, guidance_scale, sampler, generator, batch_size)

@@ -20,6 +20,14 @@ import math
 
 import torch
 
+from geo_models.checks import (
+    MAX_GUIDANCE_SCALE,
+    MAX_INFERENCE_STEPS,
+    check_generator,
+    check_int,
+    check_noise,
+    check_number,
+)
 from geo_models.flow.field import GuidedField
 from geo_models.flow.modeling import GeoAdaLNMLP
 from geo_models.flow.objectives import FlowObjective, get_objective
@@ -31,15 +39,10 @@ SAMPLERS = ("euler", "heun", "ddpm")
 
 
 def check_sampling_args(objective: FlowObjective, num_inference_steps, guidance_scale, sampler: str) -> None:
-    """ValueError naming the argument for bad steps, guidance or sampler."""
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
-    try:
-        w = float(guidance_scale)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}") from err
-    if not math.isfinite(w) or w < 0:
-        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+    """ValueError naming the argument for bad steps (a whole number in [1, 10000]), guidance (a finite number in
+    [0, 1000]) or sampler, checked before anything is allocated."""
+    check_int(num_inference_steps, "num_inference_steps", 1, MAX_INFERENCE_STEPS)
+    check_number(guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE_SCALE)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if sampler == "ddpm" and objective.name != "diffusion_r3":
@@ -90,20 +93,21 @@ def sample_xyz(
     """Draw one location per row of ``image_embeddings (B, cond_dim)`` -> ``(B, 3)`` unit vectors.
 
     Args:
-        num_inference_steps: number of steps ``N`` (PLONK's demo: 32; its tests: 250).
-        guidance_scale: classifier-free guidance ``w >= 0`` (PLONK's ``cfg``; 0 = none, the paper tests 2).
+        num_inference_steps: number of steps ``N`` in [1, 10000] (PLONK's demo: 32; its tests: 250).
+        guidance_scale: classifier-free guidance ``w`` in [0, 1000] (PLONK's ``cfg``; 0 = none, the paper tests 2).
         sampler: ``"euler"``, ``"heun"`` or (diffusion only) ``"ddpm"``.
         generator: CPU generator for the starting noise (and DDPM's step noise).
         latents: ``(B, 3)`` starting noise instead (unit vectors for the Riemannian objective).
     """
     objective = get_objective(objective)
     check_sampling_args(objective, num_inference_steps, guidance_scale, sampler)
+    check_generator(generator)
     param = network.initial_mapper.weight
     b = image_embeddings.shape[0]
     if latents is None:
         latents = objective.sample_base(b, generator=generator)
-    elif tuple(latents.shape) != (b, 3):
-        raise ValueError(f"latents must have shape ({b}, 3), got {tuple(latents.shape)}")
+    else:
+        check_noise(latents, (b, 3))
     x = latents.to(device=param.device, dtype=param.dtype)
     if objective.on_sphere:
         x = _unit(x)

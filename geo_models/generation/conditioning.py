@@ -21,8 +21,9 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from geo_models.checks import check_int, check_number, check_parameter_budget, linear_parameters
 from geo_models.encoders.networks import MLP
-from geo_models.encoders.positional import NeRFPositionalEncoding
+from geo_models.encoders.positional import MAX_FREQUENCIES, NeRFPositionalEncoding
 from geo_models.sphere import azimuth_around, check_latlon
 
 __all__ = ["AngleEmbedder", "GPSEmbedder", "ModelMixin"]
@@ -35,6 +36,18 @@ def _check_range(name: str, bounds, lo: float, hi: float) -> tuple[float, float]
     if not lo <= bounds[0] < bounds[1] <= hi:
         raise ValueError(f"{name} must satisfy {lo} <= min < max <= {hi}, got {bounds}")
     return bounds
+
+
+def _check_sizes(hidden_size, num_frequencies, mlp_hidden_dim) -> tuple[int, int, int]:
+    """Whole-number checks of an embedder's sizes -> ``(hidden_size, num_frequencies, mlp hidden width)``."""
+    hidden_size = check_int(hidden_size, "hidden_size")
+    num_frequencies = check_int(num_frequencies, "num_frequencies", 1, MAX_FREQUENCIES)
+    hidden = hidden_size if mlp_hidden_dim is None else check_int(mlp_hidden_dim, "mlp_hidden_dim")
+    return hidden_size, num_frequencies, hidden
+
+
+def _two_layer_mlp_parameters(in_dim: int, hidden_dim: int, out_dim: int) -> int:
+    return linear_parameters(in_dim, hidden_dim) + linear_parameters(hidden_dim, out_dim)
 
 
 def _two_layer_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> MLP:
@@ -77,12 +90,15 @@ class GPSEmbedder(ModelMixin, ConfigMixin):
         mlp_hidden_dim: int | None = None,
     ):
         super().__init__()
-        if hidden_size < 1:
-            raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+        hidden_size, num_frequencies, hidden = _check_sizes(hidden_size, num_frequencies, mlp_hidden_dim)
+        self.register_to_config(hidden_size=hidden_size, num_frequencies=num_frequencies)  # 768.0 -> 768
+        pe_dim = 2 * num_frequencies + bool(include_input)
+        check_parameter_budget(
+            2 * _two_layer_mlp_parameters(pe_dim, hidden, hidden_size), "hidden_size, mlp_hidden_dim", "GPSEmbedder"
+        )
         self.lat_range = _check_range("lat_range", lat_range, -90.0, 90.0)
         self.lon_range = _check_range("lon_range", lon_range, -180.0, 180.0)
         self.positional_encoding = NeRFPositionalEncoding(1, num_frequencies, include_input=include_input)
-        hidden = mlp_hidden_dim or hidden_size
         self.lon_mlp = _two_layer_mlp(self.positional_encoding.output_dim, hidden, hidden_size)
         self.lat_mlp = _two_layer_mlp(self.positional_encoding.output_dim, hidden, hidden_size)
 
@@ -148,15 +164,25 @@ class AngleEmbedder(ModelMixin, ConfigMixin):
         mlp_hidden_dim: int | None = None,
     ):
         super().__init__()
-        if hidden_size < 1:
-            raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
-        if num_tokens not in (1, 2):
+        hidden_size, num_frequencies, hidden = _check_sizes(hidden_size, num_frequencies, mlp_hidden_dim)
+        self.register_to_config(hidden_size=hidden_size, num_frequencies=num_frequencies)  # 768.0 -> 768
+        if isinstance(num_tokens, bool) or num_tokens not in (1, 2):
             raise ValueError(f"num_tokens must be 1 or 2, got {num_tokens}")
-        if not (bin_deg > 0 and abs(360.0 / bin_deg - round(360.0 / bin_deg)) < 1e-9):
+        bin_deg = check_number(bin_deg, "bin_deg", 0.0, 360.0, low_open=True)
+        if abs(360.0 / bin_deg - round(360.0 / bin_deg)) > 1e-9:
             raise ValueError(f"bin_deg must be > 0 and divide 360, got {bin_deg}")
-        self.centre = check_latlon(torch.tensor(centre_latlon, dtype=torch.float64), "centre_latlon")
+        pe_dim = 2 * num_frequencies + bool(include_input)
+        check_parameter_budget(
+            _two_layer_mlp_parameters(pe_dim, hidden, int(num_tokens) * hidden_size),
+            "hidden_size, mlp_hidden_dim",
+            "AngleEmbedder",
+        )
+        try:
+            centre = torch.tensor(centre_latlon, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"centre_latlon must be (lat, lon) in degrees, got {centre_latlon!r}") from err
+        self.centre = check_latlon(centre, "centre_latlon")
         self.positional_encoding = NeRFPositionalEncoding(1, num_frequencies, include_input=include_input)
-        hidden = mlp_hidden_dim or hidden_size
         self.mlp = _two_layer_mlp(self.positional_encoding.output_dim, hidden, num_tokens * hidden_size)
 
     @property

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geo_models.checks import check_int, check_number, check_parameter_budget, linear_parameters
 from geo_models.encoders.image import OpenCLIPBackbone, backbone_weights_saved
-from geo_models.encoders.positional import NeRFPositionalEncoding
+from geo_models.encoders.networks import mlp_parameters
+from geo_models.encoders.positional import MAX_FREQUENCIES, NeRFPositionalEncoding
 from geo_models.hub import GeoModelHubMixin
 from geo_models.outputs import check_embeddings
 from geo_models.sphere import check_latlon
@@ -83,13 +85,20 @@ class GPSCLIP(nn.Module, GeoModelHubMixin):
         super().__init__()
         self.lat_range = _check_range("lat_range", lat_range, -90.0, 90.0)
         self.lon_range = _check_range("lon_range", lon_range, -180.0, 180.0)
-        if not (math.isfinite(float(temperature)) and temperature > 0):
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if num_layers < 1 or hidden_dim < 1 or num_frequencies < 0:
-            raise ValueError(
-                f"num_layers and hidden_dim must be >= 1 and num_frequencies >= 0, got {num_layers}, {hidden_dim}, "
-                f"{num_frequencies}"
-            )
+        temperature = check_number(temperature, "temperature", 0.0, low_open=True)
+        num_layers, hidden_dim = check_int(num_layers, "num_layers"), check_int(hidden_dim, "hidden_dim")
+        num_frequencies = check_int(num_frequencies, "num_frequencies", 0, MAX_FREQUENCIES)
+        embedding_dim = None if embedding_dim is None else check_int(embedding_dim, "embedding_dim")
+        projection_dim = None if projection_dim is None else check_int(projection_dim, "projection_dim")
+        in_dim = 2 * num_frequencies + 1
+        width = embedding_dim or 1024
+        check_parameter_budget(
+            linear_parameters(width, projection_dim or width)
+            + mlp_parameters(in_dim, hidden_dim, num_layers=num_layers)
+            + linear_parameters(2 * hidden_dim, projection_dim or width),
+            "embedding_dim, projection_dim, hidden_dim, num_layers",
+            "GPSCLIP",
+        )
         self.backbone: OpenCLIPBackbone | None = None
         if backbone:
             self.backbone = OpenCLIPBackbone(backbone, backbone_pretrained, seed=seed)

@@ -99,10 +99,11 @@ class AngleToImagePipeline(GeoConditionedDiffusionPipeline):
             latitude: camera latitude(s), degrees; the azimuth is taken around the landmark centre.
             longitude: camera longitude(s), degrees.
             azimuth: camera azimuth(s) around the landmark, degrees clockwise from north (instead of GPS).
-            guidance_scale: classifier-free guidance scale ``s = 1 + w`` of eq. 7.
-            num_inference_steps: denoising steps.
-            height: image height in pixels (default ``unet.config.sample_size * vae_scale_factor``).
-            width: image width in pixels (same default).
+            guidance_scale: classifier-free guidance scale ``s = 1 + w`` of eq. 7, ``|s| <= 1000``.
+            num_inference_steps: denoising steps, at most 10,000 (and what the scheduler allows).
+            height: image height in pixels, at most 2048 and divisible by the VAE scale factor (default
+                ``unet.config.sample_size * vae_scale_factor``).
+            width: image width in pixels (same bounds and default).
             generator: torch generator(s) for the initial noise (a list: one per image).
             latents: initial noise ``(B, C, height / f, width / f)`` instead of sampling it.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
@@ -120,7 +121,10 @@ class AngleToImagePipeline(GeoConditionedDiffusionPipeline):
         if azimuth is not None:
             if latitude is not None or longitude is not None:
                 raise ValueError("give either azimuth or latitude/longitude, not both")
-            angles = torch.as_tensor(azimuth, dtype=torch.float32).reshape(-1)
+            try:
+                angles = torch.as_tensor(azimuth, dtype=torch.float32).reshape(-1)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"azimuth must be a number or a 1-D sequence of numbers, got {azimuth!r}") from err
             if angles.numel() == 0 or not torch.isfinite(angles).all():
                 raise ValueError(f"azimuth must be finite degrees (no NaN or inf), got {azimuth!r}")
         else:
@@ -130,6 +134,7 @@ class AngleToImagePipeline(GeoConditionedDiffusionPipeline):
             raise ValueError(f"got {len(prompts)} prompts for {len(angles)} views: give 1 or the same number")
         prompts = prompts * (batch_size // len(prompts))
         angles = angles.expand(batch_size)
+        self._check_noise_args(batch_size, height, width, generator, latents)
 
         # 2. Encode the prompts and the angles: context [p, g'] (B, L + K, D)
         text = self._encode_text(prompts)

@@ -19,7 +19,9 @@ from geo_models.generation.pipeline_utils import (
     check_scale,
 )
 
-__all__ = ["GPSToImagePipeline", "check_coordinates"]
+__all__ = ["MAX_GPS_SAMPLES", "GPSToImagePipeline", "check_coordinates"]
+
+MAX_GPS_SAMPLES = 10_000  # points of one average image (each one is a UNet pass per step; the paper uses tens)
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -165,13 +167,14 @@ class GPSToImagePipeline(GeoConditionedDiffusionPipeline):
                 shared by every prompt. Exclusive with ``latitude`` / ``longitude`` and ``gps_area``.
             gps_area: average-image mode over ``(lat_min, lat_max, lon_min, lon_max)``: ``num_gps_samples`` points
                 drawn uniformly in the box (with ``generator``, after the initial noise).
-            num_gps_samples: number of points drawn in ``gps_area``.
+            num_gps_samples: number of points drawn in ``gps_area`` (at most 10,000).
             gps_chunk_size: GPS points per UNet call in average-image mode (bounds memory; does not change the result).
-            text_guidance_scale: ``w_p`` of eq. 4 (paper: 3.5).
-            gps_guidance_scale: ``w_g`` of eq. 4 (paper: 7.5).
-            num_inference_steps: denoising steps.
-            height: image height in pixels (default ``unet.config.sample_size * vae_scale_factor``).
-            width: image width in pixels (same default).
+            text_guidance_scale: ``w_p`` of eq. 4 (paper: 3.5), ``|w_p| <= 1000``.
+            gps_guidance_scale: ``w_g`` of eq. 4 (paper: 7.5), ``|w_g| <= 1000``.
+            num_inference_steps: denoising steps, at most 10,000 (and what the scheduler allows).
+            height: image height in pixels, at most 2048 and divisible by the VAE scale factor (default
+                ``unet.config.sample_size * vae_scale_factor``).
+            width: image width in pixels (same bounds and default).
             generator: torch generator(s) for the initial noise (a list: one per prompt).
             latents: initial noise ``(B, C, height / f, width / f)`` instead of sampling it.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
@@ -203,7 +206,7 @@ class GPSToImagePipeline(GeoConditionedDiffusionPipeline):
                     )
                 points = check_coordinates(points[:, 0], points[:, 1])
             else:
-                num_gps_samples = check_positive_int(num_gps_samples, "num_gps_samples")
+                num_gps_samples = check_positive_int(num_gps_samples, "num_gps_samples", MAX_GPS_SAMPLES)
             batch_size = len(prompts)
         else:
             latlon = check_coordinates(latitude, longitude)
@@ -212,6 +215,7 @@ class GPSToImagePipeline(GeoConditionedDiffusionPipeline):
                 raise ValueError(f"got {len(prompts)} prompts for {len(latlon)} locations: give 1 or the same number")
             latlon = latlon.expand(batch_size, 2)
         prompts = prompts * (batch_size // len(prompts))
+        self._check_noise_args(batch_size, height, width, generator, latents)
 
         # 2. Encode the prompts: p (B, L, D) and the empty prompt for the unconditional prediction
         text = self._encode_text(prompts)

@@ -15,6 +15,16 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from geo_models.checks import (
+    MAX_GUIDANCE_SCALE,
+    MAX_IMAGE_SIDE,
+    MAX_INFERENCE_STEPS,
+    check_generator,
+    check_int,
+    check_noise,
+    check_number,
+)
+
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
@@ -39,20 +49,14 @@ def as_prompts(prompt) -> list[str]:
     raise ValueError(f"prompt must be a string or a non-empty list of strings, got {type(prompt).__name__}")
 
 
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+def check_positive_int(value, name: str, high: int | None = None) -> int:
+    """A whole number in ``[1, high]`` (ValueError naming ``name``); see :func:`geo_models.checks.check_int`."""
+    return check_int(value, name, 1, high)
 
 
 def check_scale(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a finite number, got {value!r}") from err
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
+    """A guidance scale: a finite number with ``|value| <= MAX_GUIDANCE_SCALE`` (1000; papers use 1-15)."""
+    return check_number(value, name, -MAX_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE)
 
 
 class GeoConditionedDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
@@ -78,11 +82,14 @@ class GeoConditionedDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoad
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def _check_common(self, num_inference_steps, height, width, output_type) -> tuple[int, int, int]:
-        """Validate the arguments every pipeline shares; returns ``(num_inference_steps, height, width)``."""
-        num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
+        """Validate the arguments every pipeline shares; returns ``(num_inference_steps, height, width)``.
+
+        ``num_inference_steps`` in [1, 10000]; ``height`` and ``width`` in [1, 2048] pixels and divisible by the VAE
+        scale factor."""
+        num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps", MAX_INFERENCE_STEPS)
         default = self.unet.config.sample_size * self.vae_scale_factor
-        height = default if height is None else check_positive_int(height, "height")
-        width = default if width is None else check_positive_int(width, "width")
+        height = default if height is None else check_positive_int(height, "height", MAX_IMAGE_SIDE)
+        width = default if width is None else check_positive_int(width, "width", MAX_IMAGE_SIDE)
         for name, value in (("height", height), ("width", width)):
             if value % self.vae_scale_factor:
                 raise ValueError(f"{name} must be divisible by {self.vae_scale_factor}, got {value}")
@@ -102,19 +109,24 @@ class GeoConditionedDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoad
         ).input_ids
         return self.text_encoder(ids.to(self._execution_device))[0].to(self.unet.dtype)
 
-    def _prepare_latents(self, batch_size, height, width, generator, latents) -> torch.Tensor:
+    def _check_noise_args(self, batch_size, height, width, generator, latents) -> tuple[int, ...]:
+        """Validate ``generator`` (None, a generator or one per image) and ``latents`` (None or a finite tensor of the
+        latent shape); returns that shape ``(B, C, height / f, width / f)``."""
         shape = (
             batch_size,
             self.unet.config.in_channels,
             height // self.vae_scale_factor,
             width // self.vae_scale_factor,
         )
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"generator: got a list of {len(generator)} generators for a batch of {batch_size}")
+        check_generator(generator, batch_size=batch_size)
+        if latents is not None:
+            check_noise(latents, shape)
+        return shape
+
+    def _prepare_latents(self, batch_size, height, width, generator, latents) -> torch.Tensor:
+        shape = self._check_noise_args(batch_size, height, width, generator, latents)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         latents = latents.to(device=self._execution_device, dtype=self.unet.dtype)
         return latents * self.scheduler.init_noise_sigma
 

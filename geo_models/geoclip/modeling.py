@@ -16,12 +16,21 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geo_models.checks import (
+    MAX_GALLERY_POINTS,
+    MIN_GRID_RESOLUTION_DEG,
+    check_int,
+    check_number,
+    check_parameter_budget,
+    linear_parameters,
+)
 from geo_models.encoders.image import OpenCLIPBackbone, backbone_weights_saved, load_images
-from geo_models.encoders.location import LocationEncoder
+from geo_models.encoders.location import LocationEncoder, check_sigmas, location_encoder_parameters
 from geo_models.geoclip.gallery import as_gallery, fibonacci_gallery, gallery_from_csv, gallery_hash, official_gallery
 from geo_models.hub import GeoModelHubMixin
 from geo_models.outputs import GeoPrediction, check_embeddings
@@ -82,6 +91,22 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         seed: int = 0,
     ):
         super().__init__()
+        # 0. Sizes, and the parameter budget before anything is allocated (the backbone is a named architecture)
+        embedding_dim = None if embedding_dim is None else check_int(embedding_dim, "embedding_dim")
+        projection_dim = check_int(projection_dim, "projection_dim")
+        sigmas = check_sigmas(sigmas)
+        num_features, hidden_dim = check_int(num_features, "num_features"), check_int(hidden_dim, "hidden_dim")
+        num_layers = check_int(num_layers, "num_layers")
+        width = embedding_dim or 768  # a backbone's width is checked against embedding_dim below
+        check_parameter_budget(
+            location_encoder_parameters(sigmas, num_features, hidden_dim, num_layers, projection_dim)
+            + linear_parameters(width, width)
+            + linear_parameters(width, projection_dim),
+            "embedding_dim, projection_dim, sigmas, num_features, hidden_dim, num_layers",
+            "GeoCLIP",
+        )
+        logit_scale_init = check_number(logit_scale_init, "logit_scale_init", -50.0, 50.0)  # exp() finite in float32
+        seed = check_int(seed, "seed", -(2**63), 2**64 - 1 - len(sigmas))  # the RFF branches use seed + i
         self.backbone: OpenCLIPBackbone | None = None
         if backbone:
             self.backbone = OpenCLIPBackbone(backbone, backbone_pretrained, seed=seed)
@@ -93,7 +118,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         embedding_dim = embedding_dim or 768
         self.embedding_dim = embedding_dim
         self.location_encoder = LocationEncoder(
-            sigmas=tuple(sigmas),
+            sigmas=sigmas,
             num_features=num_features,
             hidden_dim=hidden_dim,
             num_layers=num_layers,
@@ -136,7 +161,8 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
     # ------------------------------------------------------------------------------------------- galleries
     def resolve_gallery(self, gallery: GalleryLike = None) -> torch.Tensor:
         """``None``: the gallery saved with the model, else the official 100K if installed, else a 100K Fibonacci
-        grid; ``"official"``; an int N (Fibonacci grid of N points); a CSV path; or a ``(G, 2)`` latlon tensor."""
+        grid; ``"official"``; an int N (Fibonacci grid of N points, N <= 1,000,000); a CSV path; or a ``(G, 2)``
+        latlon tensor."""
         if gallery is None:
             if len(self.gallery):
                 return self.gallery
@@ -146,8 +172,9 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
                 return fibonacci_gallery(100_000)
         if isinstance(gallery, str) and gallery == "official":
             return official_gallery()
-        if isinstance(gallery, int):
-            return fibonacci_gallery(gallery)
+        if isinstance(gallery, (bool, int, float, np.integer, np.floating)):
+            num_points = check_int(gallery, "gallery (a number of Fibonacci points)", 1, MAX_GALLERY_POINTS)
+            return fibonacci_gallery(num_points)
         if isinstance(gallery, (str, PathLike)):
             if not Path(gallery).is_file():
                 raise ValueError(f"gallery: {gallery!r} is neither 'official' nor an existing CSV file")
@@ -190,9 +217,9 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         Args:
             images: PIL images, image file paths, or a preprocessed ``(N, 3, S, S)`` tensor (needs a backbone).
             image_embeddings: ``(N, embedding_dim)`` backbone features, instead of ``images``.
-            top_k: number of candidates per image.
+            top_k: number of candidates per image, in [1, G] (the gallery size).
             gallery: see :meth:`resolve_gallery`; its location embeddings are cached across calls.
-            batch_size: images scored per chunk (bounds the ``(batch, G)`` similarity matrix).
+            batch_size: images scored per chunk (bounds the ``(batch, G)`` similarity matrix), >= 1.
             prior_latlon, prior_radius_km: search only gallery points within the radius of a known point, ``(2,)``
                 or ``(N, 2)`` (paper Table 5: 2500 km continent, 750 country, 200 region, 25 city), or of any of K
                 points per image ``(N, K, 2)`` (LocDiff-H: around LocDiff's samples).
@@ -214,11 +241,15 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
             raise ValueError("pass exactly one of images or image_embeddings")
         if ten_crop and images is None:
             raise ValueError("ten_crop needs images, not image_embeddings")
+        top_k = check_int(top_k, "top_k")
+        batch_size = check_int(batch_size, "batch_size")
+        if (prior_latlon is None) != (prior_radius_km is None):
+            raise ValueError("prior_latlon and prior_radius_km go together")
+        if prior_radius_km is not None:
+            prior_radius_km = check_number(prior_radius_km, "prior_radius_km", 0.0, low_open=True)
         gallery = self.resolve_gallery(gallery).to(self.logit_scale.device)
         if not 1 <= top_k <= len(gallery):
             raise ValueError(f"top_k must be in [1, {len(gallery)}] (the gallery size), got {top_k}")
-        if (prior_latlon is None) != (prior_radius_km is None):
-            raise ValueError("prior_latlon and prior_radius_km go together")
         # 2. Image features, one row per image (or per crop)
         crops = 10 if ten_crop else 1
         if images is not None:
@@ -260,8 +291,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         prior = prior.expand(n, 1, 2) if prior.ndim == 1 else prior[:, None] if prior.ndim == 2 else prior
         if prior.ndim != 3 or prior.shape[0] != n:
             raise ValueError(f"prior_latlon must have shape (2,), ({n}, 2) or ({n}, K, 2), got {tuple(prior.shape)}")
-        if not radius_km > 0:
-            raise ValueError(f"prior_radius_km must be > 0, got {radius_km}")
+        check_number(radius_km, "prior_radius_km", 0.0, low_open=True)
         return prior
 
     @staticmethod
@@ -294,11 +324,18 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
     # ------------------------------------------------------------------------------------------- text query
     @torch.no_grad()
     def text_query(self, texts: list[str], *, resolution_deg: float = 2.0, top_k: int = 5) -> TextQueryResult:
-        """Where does a text belong? (paper sec. 4.4): CLIP text features -> h1, h2 -> similarity over a grid."""
+        """Where does a text belong? (paper sec. 4.4): CLIP text features -> h1, h2 -> similarity over a grid.
+
+        ``texts``: a non-empty list of strings; ``resolution_deg`` in [0.25, 30] degrees (at most ~1M grid cells);
+        ``top_k >= 1`` candidates (at most the number of cells)."""
         if self.backbone is None:
             raise ValueError("text queries need the CLIP backbone (its text tower); this model has none")
-        if not 0 < resolution_deg <= 30:
-            raise ValueError(f"resolution_deg must be in (0, 30], got {resolution_deg}")
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
+            raise ValueError(f"texts must be a non-empty list of strings, got {type(texts).__name__}")
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must be a non-empty list of strings")
+        resolution_deg = check_number(resolution_deg, "resolution_deg", MIN_GRID_RESOLUTION_DEG, 30.0)
+        top_k = check_int(top_k, "top_k")
         lats = torch.arange(90 - resolution_deg / 2, -90, -resolution_deg)
         lons = torch.arange(-180 + resolution_deg / 2, 180, resolution_deg)
         grid = torch.stack(torch.meshgrid(lats, lons, indexing="ij"), dim=-1).reshape(-1, 2)

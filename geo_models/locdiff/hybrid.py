@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from geo_models.checks import check_int, check_number
 from geo_models.outputs import GeoPrediction
 from geo_models.sphere import haversine_km
 
@@ -52,6 +53,8 @@ def predict_hybrid(
         raise ValueError(f"around must be 'samples' or 'estimate', got {around!r}")
     if fallback not in ("locdiff", "geoclip"):
         raise ValueError(f"fallback must be 'locdiff' or 'geoclip', got {fallback!r}")
+    radius_km = check_number(radius_km, "radius_km", 0.0, low_open=True)
+    top_k = check_int(top_k, "top_k")  # its upper bound (the gallery size) is GeoCLIP's check
     # 1. LocDiff samples: the coarse regions
     locdiff = pipeline.predict(image_embeddings=image_embeddings, **locdiff_kwargs)
     # 2. GeoCLIP retrieval inside the caps around every sample

@@ -24,6 +24,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from geo_models.checks import check_int, check_number, check_parameter_budget, linear_parameters
+
 __all__ = ["PREDICTION_TYPES", "SHDD_SAMPLE_SCALE", "CSUNet", "CSUNetOutput", "CSiren", "ModelMixin"]
 
 PREDICTION_TYPES = ("sample", "epsilon", "v_prediction")
@@ -71,6 +73,24 @@ class CSiren(nn.Module):
         return self.dropout(torch.sin(self.w0 * h))
 
 
+def cs_unet_parameters(sample_dim: int, condition_dim: int, dims: tuple[int, ...], time_embed_dim: int) -> int:
+    """Parameters of a :class:`CSUNet` config, without building it."""
+
+    def c_siren(i: int, o: int) -> int:
+        t = time_embed_dim
+        return (
+            linear_parameters(i, o)
+            + linear_parameters(condition_dim, o)
+            + linear_parameters(t, t)
+            + linear_parameters(t, 2 * o)
+            + linear_parameters(o, o)
+        )
+
+    down = sum(c_siren(i, o) for i, o in zip((sample_dim, *dims[:-1]), dims))
+    up = sum(c_siren(prev + skip, skip) for prev, skip in zip(dims[:0:-1], dims[-2::-1]))
+    return down + up + linear_parameters(dims[0], sample_dim)
+
+
 class CSUNet(ModelMixin, ConfigMixin):
     """CS-UNet denoiser of LocDiff on SHDD vectors (sec. 4.5, Fig. 2b).
 
@@ -108,18 +128,26 @@ class CSUNet(ModelMixin, ConfigMixin):
         prediction_type: str = "sample",
     ):
         super().__init__()
-        dims = tuple(int(d) for d in block_out_dims)
-        for name, value in (("sample_dim", sample_dim), ("condition_dim", condition_dim)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not dims or min(dims) < 1:
-            raise ValueError(f"block_out_dims must be a non-empty tuple of widths >= 1, got {block_out_dims}")
-        if int(time_embed_dim) < 2 or int(time_embed_dim) % 2:
+        sample_dim, condition_dim = check_int(sample_dim, "sample_dim"), check_int(condition_dim, "condition_dim")
+        if isinstance(block_out_dims, (str, bytes)) or not hasattr(block_out_dims, "__len__") or not block_out_dims:
+            raise ValueError(f"block_out_dims must be a non-empty tuple of widths >= 1, got {block_out_dims!r}")
+        dims = tuple(check_int(d, f"block_out_dims[{i}]") for i, d in enumerate(block_out_dims))
+        time_embed_dim = check_int(time_embed_dim, "time_embed_dim", 2)
+        if time_embed_dim % 2:
             raise ValueError(f"time_embed_dim must be an even integer >= 2, got {time_embed_dim}")
-        if not 0 <= float(dropout) < 1:
+        dropout = check_number(dropout, "dropout", 0.0, 1.0)
+        if dropout == 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        w0 = check_number(w0, "w0", 0.0, low_open=True)
+        num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", 1, 100_000)
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        check_parameter_budget(
+            cs_unet_parameters(sample_dim, condition_dim, dims, time_embed_dim),
+            "sample_dim, condition_dim, block_out_dims, time_embed_dim",
+            "CSUNet",
+        )
+        self.register_to_config(sample_dim=sample_dim, condition_dim=condition_dim, time_embed_dim=time_embed_dim)
         args = dict(cond_dim=condition_dim, time_dim=time_embed_dim, w0=w0, dropout=dropout)
         ins = (sample_dim, *dims[:-1])
         self.down_blocks = nn.ModuleList([CSiren(i, o, **args) for i, o in zip(ins, dims)])

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
 
+from geo_models.checks import MAX_SAMPLES, check_generator, check_int, check_noise, check_number
 from geo_models.encoders.image import (
     ImageBackboneMixin,
     OpenCLIPBackbone,
@@ -98,6 +99,7 @@ def locdiff_loss(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    check_generator(generator)
     cond = torch.as_tensor(image_embeddings)
     if latlon.ndim != 2 or cond.ndim != 2 or latlon.shape[0] != cond.shape[0] or cond.shape[0] == 0:
         raise ValueError(
@@ -124,6 +126,18 @@ def locdiff_loss(
     if loss == "cosine":
         return shdd.cosine_loss(x0_hat, latlon.to(device))
     return shdd.l2_loss(x0_hat, latlon.to(device))
+
+
+def _sample_density(samples: torch.Tensor, radius_km: float, max_pairs: int = 2**24) -> torch.Tensor:
+    """``(N, S)``: the fraction of each image's samples ``(N, S, 2)`` within ``radius_km`` of each sample, computed a
+    few images at a time (an ``(n, S, S)`` distance block of at most ``max_pairs`` entries)."""
+    n, s = samples.shape[:2]
+    step = max(1, max_pairs // (s * s))
+    out = []
+    for i in range(0, n, step):
+        block = samples[i : i + step]
+        out.append((haversine_km(block[:, :, None], block[:, None]) <= radius_km).float().mean(-1))
+    return torch.cat(out) if out else samples.new_zeros(n, s)
 
 
 class LocDiffPipeline(ImageBackboneMixin):
@@ -240,11 +254,13 @@ class LocDiffPipeline(ImageBackboneMixin):
 
         ``latents (B, d)`` is the starting noise (drawn with ``generator`` on the CPU when None).
         """
+        num_inference_steps = self._check_steps(num_inference_steps)
+        check_generator(generator)
         shape = (image_embeddings.shape[0], self.unet.config.sample_dim)
         if latents is None:
             latents = torch.randn(shape, generator=generator)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        else:
+            check_noise(latents, shape)
         latents = latents.to(self.device, torch.float32)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         for t in self.scheduler.timesteps:
@@ -255,6 +271,10 @@ class LocDiffPipeline(ImageBackboneMixin):
                 step = self.scheduler.step(out, t, latents, generator=generator)
             latents = step.prev_sample
         return latents / self.sample_scale
+
+    def _check_steps(self, num_inference_steps) -> int:
+        """A whole number of scheduler steps in [1, num_train_timesteps]."""
+        return check_int(num_inference_steps, "num_inference_steps", 1, self.scheduler.config.num_train_timesteps)
 
     @torch.no_grad()
     def predict(
@@ -276,8 +296,8 @@ class LocDiffPipeline(ImageBackboneMixin):
             images: PIL images, image file paths or a preprocessed ``(N, 3, S, S)`` tensor, embedded by the
                 pipeline's backbone (needs one).
             image_embeddings: ``(N, condition_dim)`` backbone features, instead of ``images``.
-            num_samples: locations sampled per image ``S`` (16 in the paper).
-            num_inference_steps: scheduler steps (DDPM: up to 1000; DDIM: e.g. 20-50).
+            num_samples: locations sampled per image ``S`` (16 in the paper), in [1, 10000].
+            num_inference_steps: scheduler steps, in [1, num_train_timesteps] (DDPM: up to 1000; DDIM: e.g. 20-50).
             generator: CPU generator for the initial noise and DDPM's step noise (same generator + same
                 ``batch_size`` -> identical output).
             top_k: candidates kept per image (``<= num_samples``; default all ``S``).
@@ -300,42 +320,31 @@ class LocDiffPipeline(ImageBackboneMixin):
         # 1. Check inputs
         if (images is None) == (image_embeddings is None):
             raise ValueError("pass exactly one of images or image_embeddings (N, condition_dim)")
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if int(num_inference_steps) < 1 or int(num_inference_steps) > self.scheduler.config.num_train_timesteps:
-            raise ValueError(
-                f"num_inference_steps must be in [1, {self.scheduler.config.num_train_timesteps}], "
-                f"got {num_inference_steps}"
-            )
-        k = int(num_samples) if top_k is None else int(top_k)
-        if not 1 <= k <= num_samples:
-            raise ValueError(f"top_k must be in [1, num_samples={num_samples}], got {top_k}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        s = check_int(num_samples, "num_samples", 1, MAX_SAMPLES)
+        num_inference_steps = self._check_steps(num_inference_steps)
+        k = s if top_k is None else check_int(top_k, "top_k", 1, s)
+        batch_size = check_int(batch_size, "batch_size")
+        check_generator(generator)
         if point_estimate not in ("mean", "densest"):
             raise ValueError(f"point_estimate must be 'mean' or 'densest', got {point_estimate!r}")
-        if not density_radius_km > 0:
-            raise ValueError(f"density_radius_km must be > 0, got {density_radius_km}")
+        density_radius_km = check_number(density_radius_km, "density_radius_km", 0.0, low_open=True)
         # 2. Image features (embedded by the backbone, batch_size images at a time)
         if images is not None:
-            image_embeddings = self.embed_images(images, batch_size=int(batch_size))
+            image_embeddings = self.embed_images(images, batch_size=batch_size)
         feats = self.check_embeddings(image_embeddings)
-        n, s = feats.shape[0], int(num_samples)
-        # 3. Repeat each image S times: rows image-major (N * S, C)
-        rows = feats.repeat_interleave(s, dim=0)
+        n = feats.shape[0]
+        # 3. Rows image-major: row i * S + j is sample j of image i, gathered per chunk (never all N * S rows at once)
         # 4. Denoising loop, chunked over rows; 5. decode every sample with the mode-seeking SHDD decoder
         samples = []
-        for start in range(0, len(rows), int(batch_size)):
-            coeffs = self.sample_coefficients(
-                rows[start : start + int(batch_size)], num_inference_steps=num_inference_steps, generator=generator
-            )
+        for start in range(0, n * s, batch_size):
+            rows = feats[torch.arange(start, min(start + batch_size, n * s), device=feats.device) // s]
+            coeffs = self.sample_coefficients(rows, num_inference_steps=num_inference_steps, generator=generator)
             samples.append(self.shdd.decode(coeffs.float(), refine=self.refine).float())
         samples = torch.cat(samples).reshape(n, s, 2).cpu()
         # 6. Point estimate (spherical mean, sec. 5.1) and candidates sorted by density
         mean = spherical_mean(samples)  # (N, 2)
         dist_mean = haversine_km(samples, mean[:, None])  # (N, S)
-        pair = haversine_km(samples[:, :, None], samples[:, None])  # (N, S, S)
-        density = (pair <= density_radius_km).float().mean(-1)
+        density = _sample_density(samples, density_radius_km)  # (N, S)
         order = torch.sort(dist_mean, dim=1, stable=True).indices
         order = order.gather(1, torch.sort(-density.gather(1, order), dim=1, stable=True).indices)[:, :k]
         candidates = samples.gather(1, order[..., None].expand(-1, -1, 2))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geo_models.checks import check_int
 from geo_models.locdiff import decoding
 from geo_models.sphere import (
     EARTH_RADIUS_KM,
@@ -38,6 +39,13 @@ from geo_models.sphere import (
 )
 from geo_models.sphere.harmonics import real_spherical_harmonics, sh_degrees_orders
 
+# Bounds of the config: a (L+1)^2 = 65,536-dim SHDD at most (the paper uses L <= 47; decoding holds chunk_size x
+# (L+1)^2 harmonics, 4 GiB in float64 at L = 255 and the default chunk), anchor sets of at most 1M (KL) / 10M
+# (decoding lattice) points, and K <= 4096 candidate anchors per query (a (16384, K, 3) float64 block).
+MAX_DEGREE = 255
+MAX_ANCHORS = 1_000_000
+MAX_DECODE_ANCHORS = 10_000_000
+MAX_TOP_K = 4096
 LOWPASS_FILTERS = ("hann", "lanczos", "gaussian")
 REFINE_METHODS = ("newton", "mean")
 _QUERY_BLOCK = 16384  # queries decoded together: Y of each anchor chunk is shared by a block
@@ -61,14 +69,16 @@ class SHDD(nn.Module):
     """SHDD location encoding/decoding of LocDiff at degree ``L = max_degree`` (``output_dim = (L+1)^2``).
 
     Args:
-        max_degree: truncation degree ``L >= 1`` (47 in the paper: 2304 dimensions, ~425 km resolution ``πR/L``).
-        num_anchors: random uniform anchors drawn per ``kl_loss`` call (eq. 16; 2048 in the paper).
+        max_degree: truncation degree ``L`` in [1, 255] (47 in the paper: 2304 dimensions, ~425 km resolution
+            ``πR/L``).
+        num_anchors: random uniform anchors drawn per ``kl_loss`` call (eq. 16; 2048 in the paper), at most 1M.
         rho_km: radius of the decoder's mass window (eq. 15/17); default ``5000 / L`` km ≈ a quarter of the A.3
             resolution ``πR/L`` (~106 km at L=47).
         lowpass: optional spectral window of the encoding (see the module docstring): None, "hann", "lanczos",
             "gaussian".
-        decode_anchors: size of the default decoding anchor set, a Fibonacci lattice (100K: ~71 km spacing).
-        top_k: anchors (largest ``f_e``) per query among which eq. 17's masses are compared.
+        decode_anchors: size of the default decoding anchor set, a Fibonacci lattice (100K: ~71 km spacing), at
+            most 10M.
+        top_k: anchors (largest ``f_e``) per query among which eq. 17's masses are compared, at most 4096.
     """
 
     def __init__(
@@ -82,11 +92,9 @@ class SHDD(nn.Module):
         top_k: int = 256,
     ):
         super().__init__()
-        if isinstance(max_degree, bool) or not float(max_degree).is_integer() or int(max_degree) < 1:
-            raise ValueError(f"max_degree must be an integer >= 1, got {max_degree!r}")
-        for name, value in (("num_anchors", num_anchors), ("decode_anchors", decode_anchors), ("top_k", top_k)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        max_degree = check_int(max_degree, "max_degree", 1, MAX_DEGREE)
+        num_anchors = check_int(num_anchors, "num_anchors", 1, MAX_ANCHORS)
+        top_k = check_int(top_k, "top_k", 1, MAX_TOP_K)
         self.max_degree = int(max_degree)
         self.output_dim = (self.max_degree + 1) ** 2
         self.num_anchors, self.decode_anchors, self.top_k = int(num_anchors), int(decode_anchors), int(top_k)
@@ -103,9 +111,7 @@ class SHDD(nn.Module):
 
     @decode_anchors.setter
     def decode_anchors(self, value: int) -> None:
-        if int(value) < 1:
-            raise ValueError(f"decode_anchors must be >= 1, got {value}")
-        self._decode_anchors, self._lattice = int(value), None
+        self._decode_anchors, self._lattice = check_int(value, "decode_anchors", 1, MAX_DECODE_ANCHORS), None
 
     def extra_repr(self) -> str:
         return f"max_degree={self.max_degree}, rho_km={self.rho_km:g}, lowpass={self.lowpass}"
@@ -193,11 +199,8 @@ class SHDD(nn.Module):
             refine = "newton"
         if refine not in (False, None) and refine not in REFINE_METHODS:
             raise ValueError(f"refine must be a bool or one of {REFINE_METHODS}, got {refine!r}")
-        if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        k = self.top_k if top_k is None else int(top_k)
-        if k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        chunk_size = check_int(chunk_size, "chunk_size")
+        k = self.top_k if top_k is None else check_int(top_k, "top_k", 1, MAX_TOP_K)
         if anchors is None:
             if self._lattice is None:
                 self._lattice = fibonacci_lattice(self.decode_anchors, dtype=torch.float64)
