@@ -14,6 +14,7 @@ import torch
 from apps.common.geocode import place_names
 from apps.common.globe import globe_figure
 from apps.common.models import ModelStore, gpu
+from geo_models.checks import check_int, check_number
 from geo_models.sphere import haversine_km
 
 # geolocator label -> models it needs
@@ -53,39 +54,18 @@ class GeolocateOptions:
     def checked(self) -> GeolocateOptions:
         """The options as ints/floats within their bounds (``ValueError`` naming the option otherwise), so no
         request can overflow a seed or hold the queue for minutes."""
-        top_k = whole_number(self.top_k, "top_k", 1, MAX_TOP_K)
-        samples = whole_number(self.num_samples, "num_samples", 1, MAX_SAMPLES)
-        steps = whole_number(self.num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
+        top_k = check_int(self.top_k, "top_k", 1, MAX_TOP_K)
+        samples = check_int(self.num_samples, "num_samples", 1, MAX_SAMPLES)
+        steps = check_int(self.num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
         if samples * steps > MAX_SAMPLE_STEPS:
             raise ValueError(
                 f"num_samples x num_inference_steps must be <= {MAX_SAMPLE_STEPS} (one request's work), got "
                 f"{samples} x {steps} = {samples * steps}: lower one of them"
             )
         low, high = DENSITY_RESOLUTION_DEG
-        resolution = bounded_number(self.density_resolution_deg, "density_resolution_deg", low, high)
-        seed = whole_number(self.seed, "seed", 0, MAX_SEED)
+        resolution = check_number(self.density_resolution_deg, "density_resolution_deg", low, high)
+        seed = check_int(self.seed, "seed", 0, MAX_SEED)
         return GeolocateOptions(top_k, samples, steps, resolution, seed)
-
-
-def bounded_number(value, name: str, low: float, high: float) -> float:
-    """``value`` as a finite float in ``[low, high]`` (ValueError naming ``name`` otherwise)."""
-    if isinstance(value, bool | str | bytes) or value is None:
-        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}") from err
-    if not np.isfinite(number) or not low <= number <= high:
-        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-    return number
-
-
-def whole_number(value, name: str, low: int, high: int) -> int:
-    """``value`` as an int in ``[low, high]`` (a float must be whole; ValueError naming ``name`` otherwise)."""
-    number = bounded_number(value, name, low, high)
-    if number != int(number):
-        raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
-    return int(number)
 
 
 def unavailable(store: ModelStore, geolocator: str) -> str | None:
@@ -209,8 +189,8 @@ def text_query(
     reason = unavailable(store, "GeoCLIP")
     if reason:
         raise ValueError(f"text queries need GeoCLIP: {reason}")
-    top_k = whole_number(top_k, "top_k", 1, MAX_TOP_K)
-    resolution_deg = bounded_number(resolution_deg, "resolution_deg", *TEXT_RESOLUTION_DEG)
+    top_k = check_int(top_k, "top_k", 1, MAX_TOP_K)
+    resolution_deg = check_number(resolution_deg, "resolution_deg", *TEXT_RESOLUTION_DEG)
     out = _text_heatmap(store.key, text, resolution_deg, top_k)
     cands, scores = out.candidates[0].double().numpy(), out.scores[0].double().numpy()
     places = place_names(cands)
