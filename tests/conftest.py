@@ -63,3 +63,17 @@ def train_script():
         return cache[name]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def embedding_parquet(tmp_path_factory):
+    """48 training rows of 8-d embeddings whose first two features are the (scaled) location, so a geolocator can
+    learn from them: the trainers' tiny runs read it."""
+    from geo_models.data.embeddings import write_embedding_parquet
+
+    g = torch.Generator().manual_seed(0)
+    latlon = torch.rand(48, 2, generator=g) * torch.tensor([140.0, 340.0]) - torch.tensor([70.0, 170.0])
+    emb = torch.cat([latlon / 90, torch.randn(48, 6, generator=g)], 1)
+    path = tmp_path_factory.mktemp("emb") / "train.parquet"
+    write_embedding_parquet(path, emb, latlon)
+    return path

@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from geo_models.checkpointing import CheckpointError, list_checkpoints, resolve_checkpoint
-from geo_models.data.embeddings import write_embedding_parquet
 from geo_models.testing.faults import pickle_executed, plant_pickles, run_training
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,13 +24,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def parquet(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    latlon = torch.rand(48, 2, generator=g) * torch.tensor([140.0, 340.0]) - torch.tensor([70.0, 170.0])
-    emb = torch.cat([latlon / 90, torch.randn(48, 6, generator=g)], 1)
-    path = tmp_path_factory.mktemp("emb") / "train.parquet"
-    write_embedding_parquet(path, emb, latlon)
-    return path
+def parquet(embedding_parquet):
+    return embedding_parquet
 
 
 def final_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from geo_models.data.embeddings import write_embedding_parquet
 from geo_models.data.procedural import generate_world
 from geo_models.encoders.image import BACKBONE_WEIGHTS_NAME
 from geo_models.flow import SphereFlowPipeline
@@ -30,13 +29,8 @@ PREDICT = {"num_samples": 2, "num_inference_steps": 2}
 
 
 @pytest.fixture(scope="module")
-def parquet(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    latlon = torch.rand(48, 2, generator=g) * torch.tensor([140.0, 340.0]) - torch.tensor([70.0, 170.0])
-    emb = torch.cat([latlon / 90, torch.randn(48, 6, generator=g)], 1)
-    path = tmp_path_factory.mktemp("emb") / "train.parquet"
-    write_embedding_parquet(path, emb, latlon)
-    return path
+def parquet(embedding_parquet):
+    return embedding_parquet
 
 
 def assert_same_predictions(a, b):

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from geo_models.data.embeddings import write_embedding_parquet
 from geo_models.hub import load_model
 from geo_models.locdiff.pipeline import LocDiffPipeline
 from geo_models.testing import assert_latlon_close
@@ -24,13 +23,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def parquet(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    latlon = torch.rand(48, 2, generator=g) * torch.tensor([140.0, 340.0]) - torch.tensor([70.0, 170.0])
-    emb = torch.cat([latlon / 90, torch.randn(48, 6, generator=g)], 1)
-    path = tmp_path_factory.mktemp("emb") / "train.parquet"
-    write_embedding_parquet(path, emb, latlon)
-    return path
+def parquet(embedding_parquet):
+    return embedding_parquet
 
 
 def weights(folder) -> dict[str, torch.Tensor]:
