@@ -95,9 +95,7 @@ def _encode(value: Any, path: str, tensors: dict, seen: set) -> Any:
         return {_TAG: "ndarray", "key": name, "dtype": value.dtype.str}
     if isinstance(value, np.generic):
         return {_TAG: "npscalar", "dtype": value.dtype.str, "value": value.item()}
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
+    if isinstance(value, bool | int | float | str) or value is None:
         return value
     if isinstance(value, torch.dtype):
         return {_TAG: "dtype", "value": str(value).removeprefix("torch.")}
