@@ -19,8 +19,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from geo_models.flow import SphereFlowPipeline
 from geo_models.sphere import latlon_to_xyz, xyz_to_latlon
 
 NLL_TOLERANCE, INTEGRAL_TOLERANCE, MMD_ALPHA = 0.1, 0.01, 0.05
-TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train" / "train_flow.py"
+TRAIN_DIR = Path(__file__).resolve().parents[1] / "train"
 
 
 def parse_args(argv=None):
@@ -64,11 +65,10 @@ def parse_args(argv=None):
 
 
 def load_train_flow():
-    """``train/train_flow.py`` as a module (its ``main(argv)`` trains in this process)."""
-    spec = importlib.util.spec_from_file_location("train_flow", TRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``train/train_flow.py`` as a module (its ``main(argv)`` trains in this process), imported by name."""
+    if str(TRAIN_DIR) not in sys.path:
+        sys.path.insert(0, str(TRAIN_DIR))
+    return importlib.import_module("train_flow")
 
 
 def run(args) -> dict:

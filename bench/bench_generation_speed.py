@@ -177,7 +177,7 @@ def lora_step(c, batch_size, repeats) -> dict:
     from diffusers import DDPMScheduler
 
     from geo_models.generation import GPSEmbedder
-    from geo_models.generation.training import (
+    from geo_models.training.stable_diffusion import (
         ConditionedDenoiser,
         condition_dropout_masks,
         drop_tokens,

@@ -12,8 +12,9 @@ kNN of ``bench_procedural_world.py``; plus a random training location as chance.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,15 +27,15 @@ from geo_models.data.procedural import generate_world
 from geo_models.encoders.image import OpenCLIPBackbone
 from geo_models.sphere import accuracy_within_km, median_km
 
-_WORLD_BENCH = Path(__file__).resolve().parent / "bench_procedural_world.py"
+BENCH = Path(__file__).resolve().parent
 
 
 def _world_bench():
-    """``bench_procedural_world`` (colour_features, knn_predict) imported by path: bench/ is not a package."""
-    spec = importlib.util.spec_from_file_location("bench_procedural_world", _WORLD_BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``bench_procedural_world`` (colour_features, knn_predict), imported by name from bench/ (not a package; on
+    sys.path already when this runs as ``python bench/bench_procedural_clip.py``, not when imported by a test)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module("bench_procedural_world")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

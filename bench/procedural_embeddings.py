@@ -5,7 +5,8 @@ Train and test sets use different seeds; everything is cached in ``data_dir`` so
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import sys
 from pathlib import Path
 
 from geo_models.data.procedural import generate_world
@@ -14,11 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_script(name: str):
-    """A ``train/`` script as a module (its ``main(argv)`` runs it in this process)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A ``train/`` script as a module (its ``main(argv)`` runs it in this process), imported by name from train/."""
+    if str(REPO / "train") not in sys.path:
+        sys.path.insert(0, str(REPO / "train"))
+    return importlib.import_module(name)
 
 
 def world_embeddings(

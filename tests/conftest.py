@@ -1,6 +1,7 @@
 """Test configuration: offline, deterministic, single-threaded, `slow` tests opt-in."""
 
 import os
+from contextlib import contextmanager
 
 # Offline and quiet before anything imports huggingface_hub / gradio / transformers.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,3 +78,50 @@ def embedding_parquet(tmp_path_factory):
     path = tmp_path_factory.mktemp("emb") / "train.parquet"
     write_embedding_parquet(path, emb, latlon)
     return path
+
+
+@pytest.fixture
+def interrupted_after_checkpoint(monkeypatch):
+    """``with interrupted_after_checkpoint(): main([...])``: the run dies right after saving its first checkpoint
+    (``geo_models.training.checkpoints.save_checkpoint``), as if killed."""
+    import geo_models.training.checkpoints
+
+    save_checkpoint = geo_models.training.checkpoints.save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise Killed
+
+    @contextmanager
+    def interrupted():
+        monkeypatch.setattr(geo_models.training.checkpoints, "save_checkpoint", save_then_die)
+        try:
+            with pytest.raises(Killed):
+                yield
+        finally:
+            monkeypatch.setattr(geo_models.training.checkpoints, "save_checkpoint", save_checkpoint)
+
+    return interrupted
+
+
+@pytest.fixture(scope="session")
+def launch_two_processes():
+    """``launch(script name, argv) -> CompletedProcess``: ``train/<script>.py`` under ``accelerate launch
+    --multi_gpu --num_processes 2`` (two CPU processes: torchrun + gloo), one thread each."""
+    import socket
+    import subprocess
+    import sys
+
+    def launch(script: str, argv: list[str]) -> subprocess.CompletedProcess:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(port), str(REPO_ROOT / "train" / f"{script}.py"), *argv]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    return launch

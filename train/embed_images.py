@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from geo_models.data.embeddings import write_embedding_parquet
 from geo_models.data.imagefolder import read_imagefolder_metadata
 from geo_models.encoders.image import register_open_clip_configs, resolve_pretrained
-from geo_models.training import make_accelerator, write_json_atomic
+from geo_models.io import write_json_atomic
+from geo_models.training import make_accelerator
 
 INFO_NAME = "embedding_info.json"
 

@@ -40,7 +40,7 @@ from geo_models.generation.evaluation import (
     nearest_neighbour_indices,
     paired_difference,
 )
-from geo_models.training import write_json_atomic
+from geo_models.io import write_json_atomic
 
 logger = logging.getLogger("evaluate_generation")
 TABLE1_COLUMNS = [("method", "Method"), ("clip_score", "CLIP Score"), ("gps_score", "GPS Score"), ("avg", "Avg")]

@@ -34,23 +34,23 @@ import pandas as pd
 import torch
 
 from geo_models.generation import AngleEmbedder, AngleToImagePipeline
-from geo_models.generation.training import (
+from geo_models.hub import render_model_card
+from geo_models.training import fit, start_run
+from geo_models.training.stable_diffusion import (
     CaptionedImageSource,
     ConditionedDenoiser,
     add_finetune_args,
+    build_finetuned_pipeline,
+    captioned_source,
     check_drop_probs,
     check_finetune_args,
     condition_dropout_masks,
     drop_tokens,
-    fit,
+    grid_validator,
+    load_frozen_base,
     noisy_latents,
-    save_image_grid,
     save_trained_pipeline,
-    setup_unet_finetuning,
-    start_run,
 )
-from geo_models.hub import render_model_card
-from geo_models.training import enable_xformers_if_available
 
 logger = logging.getLogger("train_angle_to_image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -201,6 +201,9 @@ class WithClassImages:
     def __len__(self) -> int:
         return len(self.instances)
 
+    def steps_per_epoch(self) -> int:
+        return self.instances.steps_per_epoch()
+
     def batches(self, start: int):
         yield from zip(self.instances.batches(start), self.classes.batches(start))
 
@@ -213,34 +216,22 @@ def prior_preservation_loss(per_sample: torch.Tensor, is_class: torch.Tensor, we
 
 def main(argv=None) -> AngleToImagePipeline:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    accelerator, output_dir, components = start_run(args)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    run = start_run(args, "train_angle_to_image")
+    components = load_frozen_base(run)
 
-    # 1. Base model, angle embedder, class images (by the base, before any fine-tuning), data
-    vae, text_encoder, unet = components["vae"], components["text_encoder"], components["unet"]
+    # 1. Base model, angle embedder, class images (by the base, before any fine-tuning), data, the pipeline
     torch.manual_seed(args.seed)  # the same initial embedder and LoRA weights on every process
     embedder = build_embedder(args, components).train()
-    centre = embedder.config.centre_latlon
     caption = args.prompt_template.format(name=args.landmark_name).replace("{", "{{").replace("}", "}}")
-    kw = {"batch_size": args.train_batch_size, "rank": rank, "world": world, "center_crop": args.center_crop,
-          "random_flip": args.random_flip, "num_workers": args.dataloader_num_workers}  # fmt: skip
-    source = CaptionedImageSource(args.train_data, args.resolution, seed=args.seed, caption_column=args.caption_column,
-                                  prompt_template=caption, **kw)  # fmt: skip
-    if args.with_prior_preservation:
-        if accelerator.is_main_process:
-            generate_class_images(components, args, centre, accelerator.device)
-        accelerator.wait_for_everyone()
-        classes = CaptionedImageSource(args.class_data_dir, args.resolution, seed=args.seed + 1, **kw)
-        source = WithClassImages(source, classes)
-    setup_unet_finetuning(
-        unet, args.finetune, lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing
+    source = captioned_source(
+        run, args.train_data, seed=args.seed, caption_column=args.caption_column, prompt_template=caption
     )
-    if args.enable_xformers_memory_efficient_attention:
-        enable_xformers_if_available(unet)
-    pipe = AngleToImagePipeline(vae, text_encoder, components["tokenizer"], unet, components["scheduler"], embedder)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(accelerator.device)
+    if args.with_prior_preservation:
+        if run.is_main_process:
+            generate_class_images(components, args, embedder.config.centre_latlon, run.device)
+        run.accelerator.wait_for_everyone()
+        source = WithClassImages(source, captioned_source(run, args.class_data_dir, seed=args.seed + 1))
+    pipe = build_finetuned_pipeline(run, AngleToImagePipeline, components, embedder)
 
     # 2. Loss: instance examples (azimuth of the camera GPS; text and angle zeroed together w.p. --drop_both_prob,
     #    eq. 7's null condition) + class examples (class prompt, angle zeroed, eq. 9)
@@ -256,9 +247,9 @@ def main(argv=None) -> AngleToImagePipeline:
             angles = torch.cat([angles, angles.new_zeros(n)])
             text_dropped = torch.cat([dropped, torch.zeros(n, dtype=torch.bool)])
             angle_dropped = torch.cat([dropped, torch.ones(n, dtype=torch.bool)])
-        latents, timesteps, target = noisy_latents(vae, components["noise_scheduler"], pixels, generator)
+        latents, timesteps, target = noisy_latents(pipe.vae, components["noise_scheduler"], pixels, generator)
         text = drop_tokens(pipe._encode_text(captions), text_dropped)  # zeros, as the pipeline's null context
-        angle_dropped = angle_dropped.to(accelerator.device)
+        angle_dropped = angle_dropped.to(run.device)
         per_sample = model(latents, timesteps, text, angles, angle_dropped, target, reduction="none")
         is_class = torch.arange(len(captions), device=per_sample.device) >= len(latlon)
         return prior_preservation_loss(per_sample, is_class, args.prior_loss_weight)
@@ -266,31 +257,20 @@ def main(argv=None) -> AngleToImagePipeline:
     # 3. Validation grids: the validation prompt (default: the first caption) on a ring of azimuths
     instances = source.instances if args.with_prior_preservation else source
     prompt = args.validation_prompt or instances.captions[0]
-    azimuths = torch.tensor(args.validation_azimuths)
-
-    def validate(step) -> Path:
-        unet.eval()
-        images = pipe(
-            prompt,
-            azimuth=azimuths,
-            num_inference_steps=args.validation_inference_steps,
-            guidance_scale=args.validation_guidance_scale,
-            height=args.resolution,
-            width=args.resolution,
-            generator=torch.Generator().manual_seed(args.seed),
-        ).images
-        name = f"step-{step}" if isinstance(step, int) else step
-        return save_image_grid(images, output_dir / "validation" / f"{name}.png")
+    validate = grid_validator(
+        run, pipe, prompt=prompt, azimuth=torch.tensor(args.validation_azimuths),
+        guidance_scale=args.validation_guidance_scale,
+    )  # fmt: skip
 
     # 4. Train
-    model = ConditionedDenoiser(unet, embedder, embedder.forward)
-    fit(accelerator, args, model, source, compute_loss, validate, name="train_angle_to_image")
+    model = ConditionedDenoiser(pipe.unet, embedder, embedder.forward)
+    fit(run, model, source, compute_loss, validate=validate, trainable_only=args.finetune == "lora")
 
     # 5. Save the pipeline (LoRA: adapters alone in diffusers' format, then merged), the final grid, the card; push
     def card(grid):
         return write_card(args, pipe, grid, prompt)
 
-    return save_trained_pipeline(accelerator, args, pipe, validate, card, what="angle-to-image pipeline")
+    return save_trained_pipeline(run, pipe, validate, card, what="angle-to-image pipeline")
 
 
 def write_card(args, pipe: AngleToImagePipeline, sample_image: str, prompt: str) -> None:

@@ -24,28 +24,17 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from geo_models.data import GeoImageFolder
 from geo_models.encoders.image import register_open_clip_configs
-from geo_models.training import (
-    add_run_args,
-    log_metrics,
-    make_accelerator,
-    resume_state,
-    save_checkpoint,
-    step_batch_indices,
-    steps_per_epoch,
-    write_json_atomic,
-)
+from geo_models.io import write_json_atomic
+from geo_models.training import StepIndexedSource, add_optim_args, add_run_args, check_args, finish_run, fit, start_run
 
-logger = logging.getLogger("train_clip")
 WEIGHTS_NAME, CONFIG_NAME = "open_clip_model.safetensors", "open_clip_config.json"
 MAX_LOGIT_SCALE = 100.0
 
@@ -57,22 +46,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_name", default="procedural-clip", help="open_clip architecture")
     p.add_argument("--pretrained", default=None, help="initial weights: open_clip tag or file (default: random)")
     p.add_argument("--crop_scale", type=float, nargs=2, default=[0.7, 1.0], help="random resized crop area range")
-    p.add_argument("--train_batch_size", type=int, default=256, help="per process")
-    p.add_argument("--max_train_steps", type=int, default=3000)
-    p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument("--weight_decay", type=float, default=0.1)
-    p.add_argument("--warmup_steps", type=int, default=100)
+    # AdamW (betas 0.9, 0.98), linear warmup then cosine decay to --min_lr_ratio x the learning rate
+    add_optim_args(
+        p, train_batch_size=256, learning_rate=1e-3, num_train_epochs=1, max_train_steps=3000, lr_scheduler="cosine",
+        lr_warmup_steps=100, adam_beta2=0.98, weight_decay=0.1,
+    )  # fmt: skip
+    p.add_argument("--warmup_steps", dest="lr_warmup_steps", type=int, help=argparse.SUPPRESS)  # the old name
     p.add_argument("--min_lr_ratio", type=float, default=0.0, help="cosine decays to learning_rate * this")
-    p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0: off)")
     add_run_args(p)
     p.add_argument("--dataloader_num_workers", type=int, default=0)
     p.add_argument("--cache_images", action="store_true", help="decode all images into memory once (small data)")
     args = p.parse_args(argv)
-    for name in ("train_batch_size", "max_train_steps", "checkpointing_steps", "logging_steps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.learning_rate <= 0 or args.weight_decay < 0 or args.warmup_steps < 0 or args.max_grad_norm < 0:
-        p.error("--learning_rate must be > 0 and --weight_decay, --warmup_steps, --max_grad_norm >= 0")
+    check_args(p, args)
     if not 0 < args.crop_scale[0] <= args.crop_scale[1] <= 1:
         p.error(f"--crop_scale must satisfy 0 < min <= max <= 1, got {args.crop_scale}")
     if not 0 <= args.min_lr_ratio <= 1:
@@ -128,45 +113,35 @@ class Augment:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
 
-class ImageSource:
-    """Batches ``(uint8 images (B, 3, S, S), captions)`` of an imagefolder; the batch at a step is a function of
-    (step, seed) (see ``step_batch_indices``), so a resumed run sees the same data. ``cache()`` decodes the whole
-    folder once into memory (small images: 20,000 at 64x64 take 250 MB) so later steps skip PNG decoding."""
+class CaptionedImages(StepIndexedSource):
+    """Batches ``(uint8 images (B, 3, S, S), captions)`` of an imagefolder in step-indexed order. ``cache()``
+    decodes the whole folder once into memory (small images: 20,000 at 64x64 take 250 MB) so later steps skip PNG
+    decoding."""
 
     def __init__(self, dataset: GeoImageFolder, batch_size: int, seed: int, rank: int, world: int, num_workers: int):
-        self.dataset, self.batch_size, self.seed, self.rank, self.world = dataset, batch_size, seed, rank, world
-        self.num_workers = num_workers
+        super().__init__(batch_size, seed, rank, world, num_workers)
+        self.dataset, self.latlon = dataset, dataset.latlon
         self.texts = ["" if not isinstance(t, str) else t for t in dataset.metadata["text"].tolist()]
         self.images: torch.Tensor | None = None
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def cache(self, disable_progress: bool = False) -> None:
+        from tqdm.auto import tqdm
+
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=256, num_workers=self.num_workers, generator=torch.Generator()
         )
-        chunks = [b["image"] for b in tqdm(loader, desc="caching images", disable=disable_progress)]
-        self.images = torch.cat(chunks)
+        self.images = torch.cat([b["image"] for b in tqdm(loader, desc="caching images", disable=disable_progress)])
 
-    def _indices(self, start_step: int):
-        step = start_step
-        while True:
-            yield step_batch_indices(
-                step, len(self), self.batch_size, seed=self.seed, rank=self.rank, world=self.world
-            ).tolist()
-            step += 1
+    def take(self, rows):
+        return self.images[rows], [self.texts[i] for i in rows.tolist()]
 
-    def batches(self, start_step: int):
+    def batches(self, start: int):
         if self.images is not None:
-            for idx in self._indices(start_step):
-                yield self.images[idx], [self.texts[i] for i in idx]
+            yield from super().batches(start)
             return
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_sampler=self._indices(start_step),
-            num_workers=self.num_workers,
-            generator=torch.Generator(),  # not the global RNG: the augmentation stream stays exact on resume
+        rows = (self.indices(step).tolist() for step in range(start, 2**62))
+        loader = torch.utils.data.DataLoader(  # its own generator: iterating must not draw from the global RNG
+            self.dataset, batch_sampler=rows, num_workers=self.num_workers, generator=torch.Generator()
         )
         for batch in loader:
             yield batch["image"], batch["text"]
@@ -193,16 +168,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         skip = param.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("class_embedding")
         (no_decay if skip else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def build_model(model_name: str, pretrained: str | None, seed: int):
@@ -245,14 +210,10 @@ def save_open_clip(model, model_name: str, output_dir: str | Path, extra: dict |
 def main(argv=None):
     """Train; returns the (unwrapped) open_clip model."""
     import open_clip
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    accelerator = make_accelerator(mixed_precision=args.mixed_precision, log_with=args.report_to)
-    torch.manual_seed(args.seed + accelerator.process_index)  # augmentations differ per process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    run = start_run(args, "train_clip")
 
     # 1. Model and data
     model, tokenizer = build_model(args.model_name, args.pretrained, args.seed)
@@ -264,83 +225,42 @@ def main(argv=None):
     if not dataset.has_text:
         raise ValueError(f"--train_data {args.train_data}: the metadata has no `text` column (captions)")
     augment = Augment(mean, std, args.crop_scale)
-    spe = steps_per_epoch(len(dataset), args.train_batch_size, world)
-
-    # 2. Optimizer, schedule
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.98))
-    factor = cosine_with_warmup(args.warmup_steps, args.max_train_steps, args.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-    if args.report_to:
-        accelerator.init_trackers("train_clip", config={k: v for k, v in vars(args).items() if v is not None})
-
-    # 3. Resume
-    start_step = resume_state(
-        accelerator, output_dir, args.resume_from_checkpoint, ignore_rng_state=args.ignore_rng_state
-    )
-    logger.info(
-        "%d captioned images (%d distinct captions), %d processes, %d steps (%d per epoch), %d parameters",
-        len(dataset),
-        dataset.metadata["text"].nunique(),
-        world,
-        args.max_train_steps,
-        spe,
-        sum(p.numel() for p in unwrapped.parameters()),
-    )
-
-    source = ImageSource(dataset, args.train_batch_size, args.seed, rank, world, args.dataloader_num_workers)
+    workers = args.dataloader_num_workers
+    source = CaptionedImages(dataset, args.train_batch_size, args.seed, run.rank, run.world, workers)
     if args.cache_images:
-        source.cache(disable_progress=not accelerator.is_main_process)
-    batches = source.batches(start_step)
+        source.cache(disable_progress=not run.is_main_process)
 
-    # 4. Training loop
-    log_path = output_dir / "logs" / "train_log.jsonl"
-    log_path.parent.mkdir(exist_ok=True)
-    progress = tqdm(
-        range(start_step, args.max_train_steps),
-        initial=start_step,
-        total=args.max_train_steps,
-        disable=not accelerator.is_main_process,
-        desc="training",
-    )
-    model.train()
-    for step in progress:
-        images, texts = next(batches)
-        pixels = augment(images.to(accelerator.device))
-        tokens = tokenizer(texts).to(accelerator.device)
-        with accelerator.autocast():
-            image_features, text_features, logit_scale = model(pixels, tokens)[:3]
-            loss = clip_loss(image_features, text_features, logit_scale, tokens)
-        accelerator.backward(loss)
-        if args.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
+    # 2. Loss: symmetric InfoNCE on augmented crops (the crops use the global RNG, restored on resume)
+    def compute_loss(model, batch, generator):
+        images, texts = batch
+        tokens = tokenizer(texts).to(run.device)
+        image_features, text_features, logit_scale = model(augment(images.to(run.device)), tokens)[:3]
+        return clip_loss(image_features, text_features, logit_scale, tokens)
+
+    def clamp_logit_scale(step, batches):
         with torch.no_grad():
-            unwrapped.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
-        if step % args.logging_steps == 0 or step + 1 == args.max_train_steps:
-            logs = {
-                "step": step + 1,
-                "epoch": round((step + 1) / spe, 3),
-                "loss": accelerator.gather(loss.detach()).mean().item(),
-                "lr": scheduler.get_last_lr()[0],
-                "logit_scale": unwrapped.logit_scale.exp().item(),
-            }
-            log_metrics(accelerator, logs, log_path, progress)
-        if (step + 1) % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, step + 1, args.checkpoints_total_limit)
+            model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
 
-    # 5. Save the open_clip model
-    accelerator.wait_for_everyone()
-    model = accelerator.unwrap_model(model)
+    # 3. Train: AdamW without decay on gains, biases, embeddings and the logit scale
+    fit(
+        run,
+        model,
+        source,
+        compute_loss,
+        optimizer=lambda params: torch.optim.AdamW(
+            param_groups(model, args.weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2)
+        ),
+        lr_scheduler=lambda o, warmup, total: get_cosine_with_min_lr_schedule_with_warmup(
+            o, warmup, total, min_lr_rate=args.min_lr_ratio
+        ),
+        after_step=clamp_logit_scale,
+        extra_logs=lambda: {"logit_scale": model.logit_scale.exp().item()},
+    )
+
+    # 4. Save the open_clip model
     model.eval()
-    if accelerator.is_main_process:
-        training = {k: v for k, v in vars(args).items() if k not in ("output_dir", "report_to")}
-        path = save_open_clip(model, args.model_name, output_dir, {"training": training})
-        logger.info("saved %s", path)
-    accelerator.end_training()
+    training = {k: v for k, v in vars(args).items() if k not in ("output_dir", "report_to")}
+    finish_run(run, lambda card: save_open_clip(model, args.model_name, run.output_dir, {"training": training}))
     return model
 
 

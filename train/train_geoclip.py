@@ -15,45 +15,34 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from geo_models.data import GeoImageFolder, dataset_format, read_embedding_parquet
+from geo_models.evaluation import evaluate_geolocation
 from geo_models.geoclip import GeoCLIP, deduplicate
 from geo_models.geoclip.training import GPSQueue, contrastive_step_loss
-from geo_models.sphere import geolocation_metrics
 from geo_models.training import (
-    EmbeddingSource,
-    add_run_args,
-    log_metrics,
-    make_accelerator,
-    resume_state,
-    save_checkpoint,
-    write_json_atomic,
-)
-from geo_models.training_images import (
-    ViewsTransform,
+    FeatureLoss,
+    add_data_args,
+    add_hub_args,
     add_image_args,
-    check_image_args,
-    encode_views,
+    add_optim_args,
+    add_run_args,
+    check_args,
+    check_data_args,
     finalize_backbone,
-    image_source,
+    finish_run,
+    fit,
+    load_training_data,
     setup_finetuning,
-    source_steps_per_epoch,
+    start_run,
 )
-
-logger = logging.getLogger("train_geoclip")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train_data", required=True, help="embedding parquet (file/folder), imagefolder or .tar shards")
-    p.add_argument("--validation_data", default=None, help="held-out data evaluated at the end (metrics -> card)")
+    add_data_args(p, validation="held-out data evaluated at the end (metrics -> card)")
     p.add_argument("--validation_steps", type=int, default=0, help="also evaluate every N steps (0: only at the end)")
-    p.add_argument("--output_dir", required=True)
     p.add_argument("--init_from", default=None, help="'official' (geoclip package weights) or a saved GeoCLIP")
     # model (the backbone, its fine-tuning and the P augmented views: image data only)
     add_image_args(p)
@@ -66,36 +55,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--queue_size", type=int, default=4096)
     p.add_argument("--positive_noise_km", type=float, default=0.15)
     p.add_argument("--queue_noise_km", type=float, default=1.0)
-    # optimisation
-    p.add_argument("--train_batch_size", type=int, default=512, help="per process")
-    p.add_argument("--learning_rate", type=float, default=3e-5)
-    p.add_argument("--weight_decay", type=float, default=1e-6)
-    p.add_argument("--lr_decay", type=float, default=0.87, help="multiply the lr by this once per epoch")
-    p.add_argument("--max_train_steps", type=int, default=None)
-    p.add_argument("--num_train_epochs", type=int, default=10)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    # optimisation: Adam (lr 3e-5, weight decay 1e-6), the lr times --lr_decay once per epoch, batch 512
+    add_optim_args(
+        p, train_batch_size=512, learning_rate=3e-5, num_train_epochs=10, lr_scheduler="step_decay",
+        weight_decay=1e-6, max_grad_norm=0.0,
+    )  # fmt: skip
+    p.add_argument("--lr_decay", type=float, default=0.87, help="--lr_scheduler step_decay: lr factor per epoch")
     add_run_args(p)
-    # checkpoints, logging, hub
     p.add_argument("--gallery_max_points", type=int, default=100_000, help="training coordinates kept as gallery")
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
+    add_hub_args(p)
     args = p.parse_args(argv)
-    for name in ("train_batch_size", "checkpointing_steps", "gradient_accumulation_steps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.queue_size < 0 or args.positive_noise_km < 0 or args.queue_noise_km < 0:
-        p.error("--queue_size, --positive_noise_km and --queue_noise_km must be >= 0")
-    if args.push_to_hub and not args.hub_model_id:
-        p.error("--push_to_hub needs --hub_model_id")
-    try:
-        args.data_format = dataset_format(args.train_data)
-    except ValueError as err:
-        p.error(f"--train_data: {err}")
-    check_image_args(p, args)
+    check_args(p, args, positive=("gallery_max_points",), non_negative=("validation_steps",))
+    check_args(p, args, non_negative=("queue_size", "positive_noise_km", "queue_noise_km"))
+    check_data_args(p, args)
     return args
 
 
-# ------------------------------------------------------------------------------------------------------ model
 def build_model(args, embedding_dim: int | None) -> GeoCLIP:
     if args.init_from == "official":
         model = GeoCLIP.from_official(
@@ -123,148 +98,77 @@ def build_model(args, embedding_dim: int | None) -> GeoCLIP:
     return model
 
 
-@torch.no_grad()
-def evaluate(model: GeoCLIP, path: str) -> dict[str, float]:
-    """Metrics on held-out data with the model's saved gallery (the training coordinates)."""
-    if dataset_format(path) == "embeddings":
-        emb, latlon, _ = read_embedding_parquet(path)
-        pred = model.predict(image_embeddings=emb, top_k=1)
-    else:
-        ds = GeoImageFolder(path)
-        latlon = ds.latlon
-        pred = model.predict(images=[ds[i]["image"] for i in range(len(ds))], top_k=1)
-    return geolocation_metrics(pred.latlon, latlon)
+def step_decay(args, source, world: int):
+    """The paper's schedule: the learning rate times ``--lr_decay`` once per epoch (accelerate steps a prepared
+    scheduler once per process, hence ``world`` times per optimizer step)."""
+    epoch = max(1, source.steps_per_epoch() // args.gradient_accumulation_steps) * world
+
+    def make(optimizer, num_warmup_steps, num_training_steps):
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=epoch, gamma=args.lr_decay)
+
+    return make
 
 
-# ------------------------------------------------------------------------------------------------------ main
 def main(argv=None) -> GeoCLIP:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    accelerator = make_accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=args.report_to,
-    )
-    torch.manual_seed(args.seed + accelerator.process_index)  # noise and augmentations differ per process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    run = start_run(args, "train_geoclip")
 
-    # 1. Data and model
+    # 1. Model and data (images go through the model's own backbone)
     if args.data_format == "embeddings":
-        source = EmbeddingSource(args.train_data, args.train_batch_size, args.seed, rank, world)
-        model = build_model(args, source.embeddings.shape[1])
+        source, _, dim = load_training_data(run)
+        geoclip = build_model(args, dim)
     else:
-        model = build_model(args, None)
-        if model.backbone is None:
+        geoclip = build_model(args, None)
+        if geoclip.backbone is None:
             raise ValueError("image training data needs --backbone")
-        views = ViewsTransform(model.backbone.train_transform(args.augment_strength), args.num_views)
-        source = image_source(
-            args.data_format,
-            args.train_data,
-            views,
-            batch_size=args.train_batch_size,
-            seed=args.seed,
-            rank=rank,
-            world=world,
-            num_workers=args.dataloader_num_workers,
-        )
-    queue = GPSQueue(args.queue_size, seed=args.seed)
-    spe = source_steps_per_epoch(source, args.train_batch_size, world)
-    max_steps = args.max_train_steps or args.num_train_epochs * spe
+        source, _, _ = load_training_data(run, geoclip.backbone)
+    queue = GPSQueue(args.queue_size, seed=args.seed).to(run.device)
 
-    # 2. Optimizer (Adam), step decay once per epoch
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=spe, gamma=args.lr_decay)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    queue = queue.to(accelerator.device)
-    accelerator.register_for_checkpointing(queue)
-    if args.report_to:
-        accelerator.init_trackers("train_geoclip", config={k: v for k, v in vars(args).items() if v is not None})
+    # 2. Loss: batch + queue contrastive loss with GPS noise; the P views of an image share its location
+    def loss(model, features, latlon, generator):
+        num_views = len(features) // len(latlon)
+        noise = {"positive_noise_km": args.positive_noise_km, "queue_noise_km": args.queue_noise_km}
+        return contrastive_step_loss(model.geoclip, features, latlon, queue, num_views=num_views, **noise)
 
-    # 3. Resume
-    start_step = resume_state(
-        accelerator, output_dir, args.resume_from_checkpoint, ignore_rng_state=args.ignore_rng_state
-    )
-    unwrapped = accelerator.unwrap_model(model)
-    logger.info(
-        "%d training samples, %d processes, %d steps (%d per epoch), %d trainable parameters",
-        len(source.latlon) if source.latlon is not None else -1,
-        world,
-        max_steps,
-        spe,
-        sum(p.numel() for p in params),
-    )
+    def enqueue(step, batches):  # every process keeps the same queue
+        for _, latlon in batches:
+            queue.enqueue(run.accelerator.gather(latlon.to(run.device)))
 
-    # 4. Training loop
-    log_path = output_dir / "logs" / "train_log.jsonl"
-    log_path.parent.mkdir(exist_ok=True)
-    progress = tqdm(
-        range(start_step, max_steps),
-        initial=start_step,
-        total=max_steps,
-        disable=not accelerator.is_main_process,
-        desc="training",
-    )
-    batches = source.batches(start_step)
-    for step in progress:
-        inputs, latlon = next(batches)
-        latlon = latlon.to(accelerator.device)
-        with accelerator.accumulate(model), accelerator.autocast():
-            if args.data_format == "embeddings":
-                features = inputs.to(accelerator.device)
-            else:  # (B, P, 3, S, S) -> view-major (P * B, D) backbone features
-                views = inputs.to(accelerator.device)
-                features = encode_views(unwrapped.backbone, views, trainable=args.finetune != "frozen")
-            loss = contrastive_step_loss(
-                model,
-                features.float(),
-                latlon,
-                queue,
-                num_views=args.num_views if args.data_format != "embeddings" else 1,
-                positive_noise_km=args.positive_noise_km,
-                queue_noise_km=args.queue_noise_km,
-            )
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-        queue.enqueue(accelerator.gather(latlon))  # every process keeps the same queue
-        if step % args.logging_steps == 0 or step + 1 == max_steps:
-            logs = {
-                "step": step + 1,
-                "loss": accelerator.gather(loss.detach()).mean().item(),
-                "lr": scheduler.get_last_lr()[0],
-                "temperature": 1 / unwrapped.logit_scale.exp().item(),
-            }
-            log_metrics(accelerator, logs, log_path, progress)
-        if (step + 1) % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, step + 1, args.checkpoints_total_limit)
-        if args.validation_data and args.validation_steps and (step + 1) % args.validation_steps == 0:
-            if accelerator.is_main_process and source.latlon is not None:  # learning curve on held-out data
-                unwrapped.gallery = deduplicate(source.latlon, args.gallery_max_points, seed=args.seed)
-                metrics = {f"val_{k}": v for k, v in evaluate(unwrapped, args.validation_data).items() if k != "n"}
-                log_metrics(accelerator, {"step": step + 1, **metrics}, log_path, progress)
-
-    # 5. Save: merged backbone, training coordinates as the default gallery, card with held-out metrics
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        model = accelerator.unwrap_model(model)
-        finalize_backbone(model, args.finetune)
-        if source.latlon is not None:
+    def set_gallery(model):
+        if source.latlon is not None:  # the training coordinates (unknown for streamed shards)
             model.gallery = deduplicate(source.latlon, args.gallery_max_points, seed=args.seed)
-        metrics = evaluate(model, args.validation_data) if args.validation_data else {}
-        if metrics:
-            write_json_atomic(output_dir / "eval_results.json", metrics)
-            logger.info("validation: %s", metrics)
-        card = {"metrics": {k: v for k, v in metrics.items() if k != "n"}, "training_data": str(args.train_data)}
-        model.save_pretrained(output_dir, model_card_kwargs=card)
-        if args.push_to_hub:
-            url = model.push_to_hub(args.hub_model_id, model_card_kwargs=card)
-            logger.info("pushed to %s", url)
-    accelerator.end_training()
-    return accelerator.unwrap_model(model)
+
+    def evaluate(path):
+        return evaluate_geolocation(geoclip, path, top_k=1, skip_nll=True, progress=False)
+
+    def validate(step):  # learning curve on held-out data
+        if args.validation_data and source.latlon is not None:
+            set_gallery(geoclip)
+            return {f"val_{k}": v for k, v in evaluate(args.validation_data).items() if k != "n"}
+
+    # 3. Train
+    model = FeatureLoss(
+        loss, geoclip=geoclip, backbone="geoclip.backbone", train_backbone=args.finetune != "frozen",
+        repeat_latlon=False,
+    )  # fmt: skip
+    fit(
+        run,
+        model,
+        source,
+        optimizer=lambda params: torch.optim.Adam(params, lr=args.learning_rate, weight_decay=args.weight_decay),
+        lr_scheduler=step_decay(args, source, run.world) if args.lr_scheduler == "step_decay" else None,
+        state=[queue],
+        after_step=enqueue,
+        extra_logs=lambda: {"temperature": 1 / geoclip.logit_scale.exp().item()},
+        validate=validate,
+    )
+
+    # 4. Save: merged backbone, training coordinates as the default gallery, card with held-out metrics; push
+    finalize_backbone(geoclip, args.finetune)
+    set_gallery(geoclip)
+    geoclip.eval()
+    finish_run(run, lambda card: geoclip.save_pretrained(run.output_dir, model_card_kwargs=card), evaluate=evaluate)
+    return geoclip
 
 
 if __name__ == "__main__":

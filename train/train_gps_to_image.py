@@ -26,23 +26,24 @@ from pathlib import Path
 import torch
 
 from geo_models.generation import GPSEmbedder, GPSToImagePipeline
-from geo_models.generation.training import (
+from geo_models.hub import render_model_card
+from geo_models.sphere import GeoArea
+from geo_models.training import fit, start_run
+from geo_models.training.stable_diffusion import (
     CaptionedImageSource,
     ConditionedDenoiser,
     add_finetune_args,
+    build_finetuned_pipeline,
+    captioned_source,
     check_drop_probs,
     check_finetune_args,
     condition_dropout_masks,
     drop_tokens,
-    fit,
+    grid_validator,
+    load_frozen_base,
     noisy_latents,
-    save_image_grid,
     save_trained_pipeline,
-    setup_unet_finetuning,
-    start_run,
 )
-from geo_models.hub import render_model_card
-from geo_models.training import enable_xformers_if_available
 
 logger = logging.getLogger("train_gps_to_image")
 
@@ -108,14 +109,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def data_area(latlon: torch.Tensor, margin: float = 0.05) -> tuple[float, float, float, float]:
-    """Bounding box of ``latlon (N, 2)`` widened by ``margin`` of its extent (at least 1e-3 degrees), clipped."""
-    lo, hi = latlon.min(0).values.double(), latlon.max(0).values.double()
-    pad = torch.clamp((hi - lo) * margin, min=1e-3)
-    lo, hi = lo - pad, hi + pad
-    return max(lo[0].item(), -90.0), min(hi[0].item(), 90.0), max(lo[1].item(), -180.0), min(hi[1].item(), 180.0)
-
-
 def build_embedder(args, components: dict, source: CaptionedImageSource) -> GPSEmbedder:
     """The base's own embedder when it is a saved GPSToImagePipeline, else a new one over ``--gps_area``."""
     if "gps_embedder" in components["model_index"]:
@@ -124,7 +117,7 @@ def build_embedder(args, components: dict, source: CaptionedImageSource) -> GPSE
             logger.warning("--gps_area is ignored: the base's GPS embedder keeps its training area")
         kw = {"subfolder": "gps_embedder", "revision": args.revision}
         return GPSEmbedder.from_pretrained(args.pretrained_model_name_or_path, **kw)
-    area = args.gps_area or data_area(source.latlon)
+    area = args.gps_area or GeoArea.from_points(source.latlon).as_list()
     return GPSEmbedder(
         hidden_size=components["text_encoder"].config.hidden_size,
         lat_range=area[:2],
@@ -135,44 +128,37 @@ def build_embedder(args, components: dict, source: CaptionedImageSource) -> GPSE
     )
 
 
+def validation_points(args, source: CaptionedImageSource) -> tuple[torch.Tensor, list[str]]:
+    """``--validation_gps`` (default: 4 training locations) with ``--validation_prompt``, else their captions (or the
+    prompt template)."""
+    if args.validation_gps:
+        points, prompts = torch.tensor(args.validation_gps), None
+    else:
+        rows = torch.linspace(0, len(source) - 1, min(4, len(source))).round().long()
+        points, prompts = source.latlon[rows], [source.captions[i] for i in rows]
+    prompts = [args.validation_prompt] * len(points) if args.validation_prompt else prompts
+    return points, prompts or [args.prompt_template.format(area_name=args.area_name)] * len(points)
+
+
 def main(argv=None) -> GPSToImagePipeline:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    accelerator, output_dir, components = start_run(args)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    run = start_run(args, "train_gps_to_image")
 
-    # 1. Base model, data, GPS embedder
-    vae, text_encoder, unet = components["vae"], components["text_encoder"], components["unet"]
-    source = CaptionedImageSource(
-        args.train_data,
-        args.resolution,
-        batch_size=args.train_batch_size,
-        seed=args.seed,
-        rank=rank,
-        world=world,
-        caption_column=args.caption_column,
-        prompt_template=args.prompt_template,
-        area_name=args.area_name,
-        center_crop=args.center_crop,
-        random_flip=args.random_flip,
-        num_workers=args.dataloader_num_workers,
-    )
+    # 1. Base model (VAE and text encoder frozen), data, GPS embedder, the pipeline being trained
+    components = load_frozen_base(run)
+    source = captioned_source(
+        run, args.train_data, seed=args.seed, caption_column=args.caption_column,
+        prompt_template=args.prompt_template, area_name=args.area_name,
+    )  # fmt: skip
     torch.manual_seed(args.seed)  # the same initial embedder and LoRA weights on every process
     embedder = build_embedder(args, components, source).train()
-    setup_unet_finetuning(
-        unet, args.finetune, lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing
-    )
-    if args.enable_xformers_memory_efficient_attention:
-        enable_xformers_if_available(unet)
-    pipe = GPSToImagePipeline(vae, text_encoder, components["tokenizer"], unet, components["scheduler"], embedder)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(accelerator.device)
+    pipe = build_finetuned_pipeline(run, GPSToImagePipeline, components, embedder)
     null_text = pipe._encode_text([""])  # eq. 4's text null condition; the GPS null is zero tokens
 
     # 2. Loss: eq. 3 with per-sample condition dropout; text and GPS tokens built by the pipeline's own helpers
     def compute_loss(model, batch, generator):
         pixels, latlon, captions = batch
-        latents, timesteps, target = noisy_latents(vae, components["noise_scheduler"], pixels, generator)
+        latents, timesteps, target = noisy_latents(pipe.vae, components["noise_scheduler"], pixels, generator)
         text_dropped, gps_dropped = condition_dropout_masks(
             len(captions),
             drop_text=args.drop_text_prob,
@@ -181,42 +167,24 @@ def main(argv=None) -> GPSToImagePipeline:
             generator=generator,
         )
         text = drop_tokens(pipe._encode_text(captions), text_dropped, null_text)
-        return model(latents, timesteps, text, latlon, gps_dropped.to(accelerator.device), target)
+        return model(latents, timesteps, text, latlon, gps_dropped.to(run.device), target)
 
-    # 3. Validation grids: --validation_gps (default 4 training locations) with their captions or the prompt
-    if args.validation_gps:
-        points, prompts = torch.tensor(args.validation_gps), None
-    else:
-        rows = torch.linspace(0, len(source) - 1, min(4, len(source))).round().long()
-        points, prompts = source.latlon[rows], [source.captions[i] for i in rows]
-    prompts = [args.validation_prompt] * len(points) if args.validation_prompt else prompts
-    prompts = prompts or [args.prompt_template.format(area_name=args.area_name)] * len(points)
-
-    def validate(step) -> Path:
-        unet.eval()
-        images = pipe(
-            prompts,
-            latitude=points[:, 0],
-            longitude=points[:, 1],
-            num_inference_steps=args.validation_inference_steps,
-            text_guidance_scale=args.validation_text_guidance_scale,
-            height=args.resolution,
-            width=args.resolution,
-            gps_guidance_scale=args.validation_gps_guidance_scale,
-            generator=torch.Generator().manual_seed(args.seed),
-        ).images
-        name = f"step-{step}" if isinstance(step, int) else step
-        return save_image_grid(images, output_dir / "validation" / f"{name}.png")
+    # 3. Validation grids at the validation points (eq. 4 guidance)
+    points, prompts = validation_points(args, source)
+    validate = grid_validator(
+        run, pipe, prompt=prompts, latitude=points[:, 0], longitude=points[:, 1],
+        text_guidance_scale=args.validation_text_guidance_scale, gps_guidance_scale=args.validation_gps_guidance_scale,
+    )  # fmt: skip
 
     # 4. Train
-    model = ConditionedDenoiser(unet, embedder, pipe._gps_tokens)
-    fit(accelerator, args, model, source, compute_loss, validate, name="train_gps_to_image")
+    model = ConditionedDenoiser(pipe.unet, embedder, pipe._gps_tokens)
+    fit(run, model, source, compute_loss, validate=validate, trainable_only=args.finetune == "lora")
 
     # 5. Save the pipeline (LoRA: adapters alone in diffusers' format, then merged), the final grid, the card; push
     def card(grid):
         return write_card(args, pipe, grid, prompts, points)
 
-    return save_trained_pipeline(accelerator, args, pipe, validate, card, what="GPS-to-image pipeline")
+    return save_trained_pipeline(run, pipe, validate, card, what="GPS-to-image pipeline")
 
 
 def write_card(args, pipe: GPSToImagePipeline, sample_image: str, prompts, points) -> None:

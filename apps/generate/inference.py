@@ -20,6 +20,7 @@ from apps.common.areamap import MapView, map_view, render_map
 from apps.common.limits import MAX_TEXT_CHARS
 from apps.common.models import ModelStore, gpu, split_revision
 from apps.common.settings import STARTER_DIR, env_var
+from geo_models.sphere import EARTH_RADIUS_KM, GeoArea
 
 logger = logging.getLogger(__name__)
 MODEL_NAME = "gps_to_image"
@@ -30,7 +31,7 @@ MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 20.0
 GPS_CHUNK_SIZE = 8
 MAX_RADIUS_KM = 5000.0
-KM_PER_DEG = 111.195  # great-circle km per degree of latitude (R = 6371 km)
+KM_PER_DEG = math.pi * EARTH_RADIUS_KM / 180  # great-circle km per degree of latitude (111.195 km)
 WORLD = (-90.0, 90.0, -180.0, 180.0)
 _LOCK = threading.Lock()
 _RUN_LOCK = threading.Lock()
@@ -76,13 +77,18 @@ def get_pipeline(store: ModelStore):
         return _LOADED[store.key]
 
 
+def model_area(pipe) -> GeoArea:
+    """The GPS embedder's training area (``pipe.gps_embedder.area``); the whole world without a model."""
+    if pipe is None:
+        return GeoArea(WORLD[:2], WORLD[2:])
+    embedder = pipe.gps_embedder
+    area = getattr(embedder, "area", None)  # embedder code saved before GPSEmbedder.area: from its config
+    return area if area is not None else GeoArea(embedder.config.lat_range, embedder.config.lon_range)
+
+
 def trained_area(pipe) -> tuple[float, float, float, float]:
     """``(lat_min, lat_max, lon_min, lon_max)`` of the GPS embedder's training area (the world without a model)."""
-    if pipe is None:
-        return WORLD
-    config = pipe.gps_embedder.config
-    (lat0, lat1), (lon0, lon1) = config.lat_range, config.lon_range
-    return float(lat0), float(lat1), float(lon0), float(lon1)
+    return tuple(model_area(pipe).as_list())
 
 
 def default_point(area: tuple[float, float, float, float]) -> tuple[float, float]:
@@ -95,14 +101,18 @@ def default_radius_km(area: tuple[float, float, float, float]) -> float:
     return round(max((area[1] - area[0]) * KM_PER_DEG / 10, 0.1), 1)
 
 
-def in_area(lat: float, lon: float, area: tuple[float, float, float, float]) -> bool:
-    return area[0] <= lat <= area[1] and area[2] <= lon <= area[3]
-
-
-def outside_note(lat: float, lon: float, area: tuple[float, float, float, float]) -> str:
-    """A warning when ``(lat, lon)`` lies outside the training area, else an empty string."""
-    if in_area(lat, lon, area):
+def outside_note(lat: float, lon: float, area: GeoArea | tuple[float, float, float, float]) -> str:
+    """A warning when ``(lat, lon)`` lies outside the training area (a ``GeoArea`` or ``(lat_min, lat_max, lon_min,
+    lon_max)``), else an empty string. Not a coordinate at all (NaN, beyond a pole) counts as outside."""
+    if not hasattr(area, "contains"):
+        area = GeoArea(area[:2], area[2:])
+    try:
+        inside = area.contains((lat, lon))
+    except ValueError:
+        inside = False
+    if inside:
         return ""
+    area = area.as_list()
     return (
         f"({lat:.4f}, {lon:.4f}) is outside the model's training area (lat {area[0]:g} to {area[1]:g}, lon "
         f"{area[2]:g} to {area[3]:g}): the GPS embedding extrapolates there, expect unreliable images."
@@ -243,9 +253,8 @@ def generate(store: ModelStore, req: GenerateRequest):
     pipe, error = get_pipeline(store)
     if pipe is None:
         raise ValueError(error)
-    area = trained_area(pipe)
     box = area_box(req.latitude, req.longitude, req.radius_km) if req.mode == MODES[1] else None
-    note = outside_note(req.latitude, req.longitude, area)
+    note = outside_note(req.latitude, req.longitude, model_area(pipe))
     if note:
         notes.append(note)
     image = _run(store.key, req, box)

@@ -20,10 +20,11 @@ go stale silently.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -61,10 +62,10 @@ GPS_TO_IMAGE_TRAIN = [
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A ``train/`` script as a module (its ``main(argv)`` runs it in this process), imported by name from train/."""
+    if str(REPO / "train") not in sys.path:
+        sys.path.insert(0, str(REPO / "train"))
+    return importlib.import_module(name)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

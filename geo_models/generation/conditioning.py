@@ -13,7 +13,6 @@ module's imports from geo_models as ``from geo_models... import name``: the stan
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -24,18 +23,26 @@ from torch import nn
 from geo_models.checks import check_int, check_number, check_parameter_budget, linear_parameters
 from geo_models.encoders.networks import MLP
 from geo_models.encoders.positional import MAX_FREQUENCIES, NeRFPositionalEncoding
-from geo_models.sphere import azimuth_around, check_latlon
+from geo_models.sphere import GeoArea, azimuth_around, check_latlon
 
 __all__ = ["AngleEmbedder", "GPSEmbedder", "ModelMixin"]
 
 
-def _check_range(name: str, bounds, lo: float, hi: float) -> tuple[float, float]:
-    bounds = tuple(float(b) for b in bounds)
-    if len(bounds) != 2 or not all(math.isfinite(b) for b in bounds):
-        raise ValueError(f"{name} must be two finite numbers (min, max), got {bounds}")
-    if not lo <= bounds[0] < bounds[1] <= hi:
-        raise ValueError(f"{name} must satisfy {lo} <= min < max <= {hi}, got {bounds}")
-    return bounds
+def _area_contains(area: GeoArea, latitude, longitude) -> torch.Tensor:
+    """``area.contains`` for ``latitude`` and ``longitude`` given apart (numbers, arrays or tensors, broadcast
+    together) -> bool tensor of their broadcast shape; tensors keep their precision, anything else is float64.
+    Shared by ``GPSEmbedder.contains`` and ``GPSCLIP.contains``."""
+    parts = []
+    for value, name in ((latitude, "latitude"), (longitude, "longitude")):
+        try:
+            parts.append(value if torch.is_tensor(value) else torch.as_tensor(value, dtype=torch.float64))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}") from err
+    dtype = torch.promote_types(parts[0].dtype, parts[1].dtype)
+    dtype = dtype if dtype.is_floating_point else torch.float64
+    lat, lon = torch.broadcast_tensors(parts[0].to(dtype), parts[1].to(device=parts[0].device, dtype=dtype))
+    latlon = torch.stack([lat, lon], dim=-1).reshape(-1, 2)
+    return area.contains(latlon, "(latitude, longitude)").reshape(lat.shape)
 
 
 def _check_sizes(hidden_size, num_frequencies, mlp_hidden_dim) -> tuple[int, int, int]:
@@ -76,7 +83,8 @@ class GPSEmbedder(ModelMixin, ConfigMixin):
 
     Input ``latlon (N, 2)`` degrees, latitude first; output ``(N, 2, hidden_size)`` = ``[f(lon), f(lat)]``.
     NaN / infinite values or coordinates outside [-90, 90] x [-180, 180] raise ``ValueError``; valid coordinates
-    outside the training area only warn (the embedding extrapolates beyond [-1, 1]).
+    outside the training area only warn (the embedding extrapolates beyond [-1, 1]). :attr:`area` is the training
+    area as a :class:`~geo_models.sphere.GeoArea`; :meth:`contains` tells whether points lie in it.
     """
 
     @register_to_config
@@ -96,8 +104,8 @@ class GPSEmbedder(ModelMixin, ConfigMixin):
         check_parameter_budget(
             2 * _two_layer_mlp_parameters(pe_dim, hidden, hidden_size), "hidden_size, mlp_hidden_dim", "GPSEmbedder"
         )
-        self.lat_range = _check_range("lat_range", lat_range, -90.0, 90.0)
-        self.lon_range = _check_range("lon_range", lon_range, -180.0, 180.0)
+        self._area = GeoArea(lat_range, lon_range)  # ValueError naming lat_range / lon_range
+        self.lat_range, self.lon_range = self._area.lat_range, self._area.lon_range
         self.positional_encoding = NeRFPositionalEncoding(1, num_frequencies, include_input=include_input)
         self.lon_mlp = _two_layer_mlp(self.positional_encoding.output_dim, hidden, hidden_size)
         self.lat_mlp = _two_layer_mlp(self.positional_encoding.output_dim, hidden, hidden_size)
@@ -105,6 +113,18 @@ class GPSEmbedder(ModelMixin, ConfigMixin):
     @property
     def num_tokens(self) -> int:
         return 2
+
+    @property
+    def area(self) -> GeoArea:
+        """The training area (``lat_range`` x ``lon_range`` of the config), mapped to [-1, 1] x [-1, 1]."""
+        return self._area
+
+    def contains(self, latitude, longitude) -> torch.Tensor:
+        """Whether ``(latitude, longitude)`` degrees (numbers, arrays or tensors, broadcast together) lie in the
+        training area, edges included -> bool tensor of their broadcast shape (0-d for two numbers). Tensors are
+        compared in their precision, anything else in float64. NaN or coordinates beyond [-90, 90] x [-180, 180]
+        raise ``ValueError``."""
+        return _area_contains(self.area, latitude, longitude)
 
     def normalize(self, latlon, name: str = "latlon") -> torch.Tensor:
         """``latlon (..., 2)`` degrees -> ``(..., 2)`` normalised ``[lat, lon]``, in [-1, 1] inside the area."""

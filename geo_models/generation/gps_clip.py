@@ -11,7 +11,6 @@ image-GPS model whose cosine similarity is the *GPS score* of Table 1.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -22,21 +21,12 @@ from geo_models.checks import check_int, check_number, check_parameter_budget, l
 from geo_models.encoders.image import OpenCLIPBackbone, backbone_weights_saved
 from geo_models.encoders.networks import mlp_parameters
 from geo_models.encoders.positional import MAX_FREQUENCIES, NeRFPositionalEncoding
+from geo_models.generation.conditioning import _area_contains
 from geo_models.hub import GeoModelHubMixin
 from geo_models.outputs import check_embeddings
-from geo_models.sphere import check_latlon
+from geo_models.sphere import GeoArea, check_latlon
 
 __all__ = ["GPSCLIP", "contrastive_loss"]
-
-
-def _check_range(name: str, bounds, lo: float, hi: float) -> tuple[float, float]:
-    try:
-        bounds = tuple(float(b) for b in bounds)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be two numbers (min, max), got {bounds!r}") from err
-    if len(bounds) != 2 or not all(math.isfinite(b) for b in bounds) or not lo <= bounds[0] < bounds[1] <= hi:
-        raise ValueError(f"{name} must be two finite numbers with {lo} <= min < max <= {hi}, got {bounds}")
-    return bounds
 
 
 def contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -83,8 +73,8 @@ class GPSCLIP(nn.Module, GeoModelHubMixin):
         seed: int = 0,
     ):
         super().__init__()
-        self.lat_range = _check_range("lat_range", lat_range, -90.0, 90.0)
-        self.lon_range = _check_range("lon_range", lon_range, -180.0, 180.0)
+        self._area = GeoArea(lat_range, lon_range)  # ValueError naming lat_range / lon_range
+        self.lat_range, self.lon_range = self._area.lat_range, self._area.lon_range
         temperature = check_number(temperature, "temperature", 0.0, low_open=True)
         num_layers, hidden_dim = check_int(num_layers, "num_layers"), check_int(hidden_dim, "hidden_dim")
         num_frequencies = check_int(num_frequencies, "num_frequencies", 0, MAX_FREQUENCIES)
@@ -127,6 +117,16 @@ class GPSCLIP(nn.Module, GeoModelHubMixin):
     @property
     def device(self) -> torch.device:
         return self.image_projection.weight.device
+
+    @property
+    def area(self) -> GeoArea:
+        """The training area (``lat_range`` x ``lon_range``), mapped to [-1, 1] x [-1, 1] by :meth:`normalize`."""
+        return self._area
+
+    def contains(self, latitude: Any, longitude: Any) -> torch.Tensor:
+        """Whether ``(latitude, longitude)`` degrees (numbers, arrays or tensors, broadcast together) lie in the
+        training area, edges included -> bool tensor of their broadcast shape (as ``GPSEmbedder.contains``)."""
+        return _area_contains(self._area, latitude, longitude)
 
     def normalize(self, latlon: Any, name: str = "latlon") -> torch.Tensor:
         """``(N, 2)`` degrees (latitude first) -> ``(N, 2)`` in [-1, 1] inside the training area."""

@@ -150,12 +150,12 @@ def make_small_base(out: Path, vae_dir: Path, *, seed: int = 0, text_length: int
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel
 
-    from geo_models.testing.tiny import clip_tokenizer, tiny_text_encoder_config
+    from geo_models.encoders.text import clip_tokenizer, small_clip_text_config
 
     if (out / "model_index.json").exists():
         return out
     torch.manual_seed(seed + 1)
-    text_encoder = CLIPTextModel(tiny_text_encoder_config(TEXT_WIDTH))
+    text_encoder = CLIPTextModel(small_clip_text_config(TEXT_WIDTH))
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, clip_sample=False,
                               beta_schedule="scaled_linear", set_alpha_to_one=False, steps_offset=1)  # fmt: skip
     pipe = StableDiffusionPipeline(

@@ -367,11 +367,32 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         return model
 
     @classmethod
-    def from_official(cls, source: str | PathLike | None = None, **kwargs) -> GeoCLIP:
-        """The official GeoCLIP weights, converted (see :func:`geo_models.geoclip.official.load_official`)."""
-        from geo_models.geoclip.official import load_official
+    def from_official(
+        cls,
+        source: str | PathLike | None = None,
+        *,
+        backbone: str | None = None,
+        backbone_pretrained: str | None = "openai",
+        **hub_kwargs,
+    ) -> GeoCLIP:
+        """Official GeoCLIP weights as a :class:`GeoCLIP` with the official 100K gallery as its default gallery
+        (converted by :func:`geo_models.geoclip.official.official_state`).
 
-        return load_official(source, **kwargs)
+        Args:
+            source: ``None`` for the files of the ``geoclip`` PyPI package; else an official release folder or Hub
+                id.
+            backbone: open_clip architecture for raw images; the official model uses CLIP ViT-L/14 (``ViT-L-14``
+                with ``backbone_pretrained="openai"``, same weights as ``openai/clip-vit-large-patch14``). ``None``
+                (default) gives a model for precomputed 768-d ``image_embeddings``.
+        """
+        from geo_models.geoclip.official import OFFICIAL_CARD, OFFICIAL_CONFIG, official_state
+
+        model = cls(
+            **OFFICIAL_CONFIG, backbone=backbone, backbone_pretrained=backbone_pretrained if backbone else None
+        )
+        model.load_hub_state_dict(official_state(source, **hub_kwargs))
+        model.card_defaults = OFFICIAL_CARD
+        return model.eval()
 
     def backbone_is_rebuilt_from_config(self) -> bool:
         """True when ``from_pretrained`` rebuilds the backbone exactly from config (a named open_clip tag or seeded

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from geo_models.geoclip.gallery import gallery_from_csv, official_gallery, official_package_dir
-from geo_models.geoclip.modeling import GeoCLIP
 
 OFFICIAL_CONFIG = dict(embedding_dim=768, projection_dim=512, sigmas=(2**0, 2**4, 2**8), num_features=256)
 OFFICIAL_CARD = dict(license="mit", base_model="openai/clip-vit-large-patch14", tags=["geoclip", "official-weights"])
@@ -76,29 +75,17 @@ def _release_weights(source: str | PathLike, **hub_kwargs):
     return loc, head, weights["logit_scale"], gallery_from_csv(path / gallery_file)
 
 
-def load_official(
-    source: str | PathLike | None = None,
-    *,
-    backbone: str | None = None,
-    backbone_pretrained: str | None = "openai",
-    **hub_kwargs,
-) -> GeoCLIP:
-    """Official GeoCLIP weights as a :class:`GeoCLIP` with the official 100K gallery as its default gallery.
+def official_state(source: str | PathLike | None = None, **hub_kwargs) -> dict[str, torch.Tensor]:
+    """The official GeoCLIP weights as a state dict of :class:`~geo_models.geoclip.GeoCLIP` built with
+    :data:`OFFICIAL_CONFIG` (location encoder keys converted, image head, logit scale, the official 100K gallery);
+    ``GeoCLIP.from_official`` loads it.
 
     Args:
         source: ``None`` for the files of the ``geoclip`` PyPI package; else an official release folder or Hub id.
-        backbone: open_clip architecture for raw images; the official model uses CLIP ViT-L/14 (``ViT-L-14`` with
-            ``backbone_pretrained="openai"``, same weights as ``openai/clip-vit-large-patch14``). ``None`` (default)
-            gives a model for precomputed 768-d ``image_embeddings``.
     """
     loc, head, logit_scale, gallery = _package_weights() if source is None else _release_weights(source, **hub_kwargs)
-    model = GeoCLIP(
-        **OFFICIAL_CONFIG, backbone=backbone, backbone_pretrained=backbone_pretrained if backbone else None
-    )
     state = {f"location_encoder.{k}": v for k, v in convert_location_encoder_keys(loc).items()}
     state.update({f"image_head.{k}": v for k, v in head.items()})
     state["logit_scale"] = logit_scale.reshape(())
     state["gallery"] = gallery
-    model.load_hub_state_dict(state)
-    model.card_defaults = OFFICIAL_CARD
-    return model.eval()
+    return state

@@ -1,9 +1,10 @@
-"""Pure maths on the sphere (no nn.Module): coordinates, manifold operations, sampling, harmonics, metrics.
+"""Pure maths on the sphere (no nn.Module): coordinates, areas, manifold operations, sampling, harmonics, metrics.
 
 Coordinates are ``latlon``: ``(..., 2)`` degrees, latitude first. Manifold functions work on unit vectors ``(..., 3)``.
 """
 
 from geo_models.sphere._checks import check_latlon
+from geo_models.sphere.area import GeoArea
 from geo_models.sphere.coords import (
     EARTH_RADIUS_KM,
     azimuth_around,
@@ -49,6 +50,7 @@ from geo_models.sphere.metrics import (
 __all__ = [
     "EARTH_RADIUS_KM",
     "DEFAULT_THRESHOLDS_KM",
+    "GeoArea",
     "accuracy_within_km",
     "azimuth_around",
     "check_latlon",

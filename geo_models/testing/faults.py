@@ -32,11 +32,12 @@ FAULTS = {
 
 _RUNNER = textwrap.dedent(
     """
-    import errno, importlib.util, json, os, signal, sys
+    import errno, importlib, json, os, signal, sys
+    from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    import geo_models.checkpointing as ck
-    import geo_models.state_tree as st
+    import geo_models.training.checkpoints as ck
+    import geo_models.training.state_tree as st
 
     script, fault, n, argv = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
     kill_after_s = float(sys.argv[5])
@@ -81,9 +82,8 @@ _RUNNER = textwrap.dedent(
             return replace(src, dst)
 
         ck.os.replace = faulty_replace
-    spec = importlib.util.spec_from_file_location("script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(Path(script).resolve().parent))  # as `python train/x.py` would: its folder first
+    module = importlib.import_module(Path(script).stem)
     if kill_after_s >= 0:
         import threading, time
 

@@ -50,7 +50,9 @@ def test_map_click_roundtrip_and_drawing():
 
 def test_area_box_and_outside_note():
     from apps.generate.inference import KM_PER_DEG, area_box, outside_note
+    from geo_models.sphere import GeoArea
 
+    assert KM_PER_DEG == pytest.approx(111.195, abs=1e-3)  # pi R / 180 with the sphere's Earth radius
     lat0, lat1, lon0, lon1 = area_box(40.75, -73.98, 5.0)
     assert (lat1 - lat0) * KM_PER_DEG == pytest.approx(10.0)
     assert (lon1 - lon0) * KM_PER_DEG * np.cos(np.radians(40.75)) == pytest.approx(10.0)
@@ -58,6 +60,10 @@ def test_area_box_and_outside_note():
     area = (40.70, 40.88, -74.02, -73.91)
     assert outside_note(40.75, -73.98, area) == ""
     assert "outside the model's training area" in outside_note(48.85, 2.35, area)
+    box = GeoArea(area[:2], area[2:])  # the embedder's GeoArea works the same; edges are inside
+    assert outside_note(40.88, -74.02, box) == ""
+    assert "(lat 40.7 to 40.88, lon -74.02 to -73.91)" in outside_note(40.881, -74.0, box)
+    assert "outside" in outside_note(float("nan"), 0.0, box) and "outside" in outside_note(95.0, 0.0, area)
 
 
 @pytest.mark.parametrize(
@@ -95,10 +101,11 @@ def test_limits_clamp_with_notes():
 
 
 def test_generate_single_point_and_average(gen_store):
-    from apps.generate.inference import GenerateRequest, generate, get_pipeline, trained_area
+    from apps.generate.inference import GenerateRequest, generate, get_pipeline, model_area, trained_area
 
     pipe, error = get_pipeline(gen_store)
     assert error is None and trained_area(pipe) == pytest.approx((40.70, 40.88, -74.02, -73.91))
+    assert model_area(pipe) == pipe.gps_embedder.area
     req = GenerateRequest("a street", 40.75, -73.98, steps=2, seed=3)
     image, info = generate(gen_store, req)
     again, _ = generate(gen_store, req)

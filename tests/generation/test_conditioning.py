@@ -1,9 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from geo_models.generation import AngleEmbedder, GPSEmbedder
+from geo_models.generation.gps_clip import GPSCLIP
+from geo_models.sphere import GeoArea
 
 AREA = {"lat_range": (40.70, 40.88), "lon_range": (-74.02, -73.91)}
 
@@ -74,6 +77,32 @@ def test_gps_embedder_config_checks_and_round_trip(tmp_path, gps):
     assert all(torch.equal(loaded[k], v) for k, v in gps.state_dict().items())  # the weights, bit for bit
     x = torch.tensor([[40.75, -73.98]])  # loaded weights may run other MKL kernels: equal up to float32 rounding
     torch.testing.assert_close(same(x), gps(x), rtol=0, atol=1e-5)
+
+
+def test_gps_embedder_area_and_contains(tmp_path, gps):
+    assert gps.area == GeoArea(AREA["lat_range"], AREA["lon_range"])
+    assert gps.area.as_list() == [40.70, 40.88, -74.02, -73.91]
+    assert gps.contains(40.75, -73.98).dtype == torch.bool and gps.contains(40.75, -73.98).shape == ()
+    assert bool(gps.contains(40.88, -74.02)) and not gps.contains(48.85, 2.35)  # edges are inside
+    lat, lon = torch.tensor([[40.75], [40.95]]), np.array([-73.98, -73.90])  # broadcast (2, 1) with (2,)
+    assert torch.equal(gps.contains(lat, lon), torch.tensor([[True, False], [False, False]]))
+    assert torch.equal(gps.contains([40.70, 40.69], -74.0), torch.tensor([True, False]))  # lists: float64
+    with pytest.raises(ValueError, match="latitude must be in"):
+        gps.contains(95.0, 0.0)
+    with pytest.raises(ValueError, match="longitude must be a number"):
+        gps.contains(40.75, "east")
+    # the area comes from the config: the same after a round trip
+    gps.save_pretrained(tmp_path)
+    assert GPSEmbedder.from_pretrained(tmp_path).area == gps.area
+    assert GPSEmbedder(hidden_size=8).area == GeoArea((-90, 90), (-180, 180))  # default: the world
+
+
+def test_gps_clip_area_and_contains():
+    model = GPSCLIP(embedding_dim=8, hidden_dim=8, num_layers=1, **AREA)
+    assert model.area == GeoArea(AREA["lat_range"], AREA["lon_range"])
+    assert torch.equal(model.contains([40.75, 48.85], [-73.98, 2.35]), torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="lon_range must satisfy"):
+        GPSCLIP(embedding_dim=8, lon_range=(0.0, -1.0))
 
 
 def test_angle_embedder_bins_and_normalisation():

@@ -47,6 +47,9 @@ NO_GEO_MODELS = textwrap.dedent(
         assert type(pipe).__module__.startswith("diffusers_modules."), type(pipe)
         assert type(embedder).__module__.startswith("diffusers_modules."), type(embedder)
         pipe.set_progress_bar_config(disable=True)
+    embedder = pipes["gps"].gps_embedder  # its training area too, from the generated copy of geo_models.sphere
+    assert embedder.area.as_list() == [40.70, 40.88, -74.02, -73.91], embedder.area
+    assert embedder.contains(40.7484, -73.9857).item() and not embedder.contains(48.85, 2.35).item()
     kwargs = dict(num_inference_steps=2, output_type="np")
     images = {
         name: pipes[name]("a building", 40.7484, -73.9857, generator=torch.Generator().manual_seed(0), **kwargs).images

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from geo_models.checkpointing import CheckpointError, list_checkpoints, resolve_checkpoint
 from geo_models.testing.faults import pickle_executed, plant_pickles, run_training
+from geo_models.training.checkpoints import CheckpointError, list_checkpoints, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW = REPO / "train" / "train_flow.py"

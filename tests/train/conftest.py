@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -58,30 +57,3 @@ def generate_in_fresh_process(tmp_path):
         return np.load(npy)
 
     return generate
-
-
-@pytest.fixture
-def interrupted_after_checkpoint(monkeypatch):
-    """``with interrupted_after_checkpoint(): main([...])``: the run dies right after saving its first checkpoint
-    (``geo_models.training.save_checkpoint``), as if killed."""
-    import geo_models.training
-
-    save_checkpoint = geo_models.training.save_checkpoint
-
-    class Killed(Exception):
-        pass
-
-    def save_then_die(*args, **kwargs):
-        save_checkpoint(*args, **kwargs)
-        raise Killed
-
-    @contextmanager
-    def interrupted():
-        monkeypatch.setattr(geo_models.training, "save_checkpoint", save_then_die)
-        try:
-            with pytest.raises(Killed):
-                yield
-        finally:
-            monkeypatch.setattr(geo_models.training, "save_checkpoint", save_checkpoint)
-
-    return interrupted

@@ -4,7 +4,6 @@ gradient accumulation, 2 processes, CLI errors."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,9 +18,9 @@ from safetensors.torch import load_file
 
 from geo_models.data.procedural import generate_city
 from geo_models.generation import GPSEmbedder, GPSToImagePipeline
-from geo_models.generation.training import check_drop_probs, condition_dropout_masks, drop_tokens, noisy_latents
 from geo_models.testing import IMAGE_ATOL, tiny_gps_to_image_pipeline
 from geo_models.testing.tiny import TINY_GPS_AREA, tiny_sd_components, tiny_stable_diffusion_pipeline
+from geo_models.training.stable_diffusion import check_drop_probs, condition_dropout_masks, drop_tokens, noisy_latents
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -203,28 +202,14 @@ def test_noisy_latents_targets():
     assert not torch.equal(target, noisy_latents(vae, DDPMScheduler(), pixels, torch.Generator().manual_seed(0))[2])
 
 
-def test_resume_matches_uninterrupted_run(train_script, data, tmp_path, monkeypatch):
+def test_resume_matches_uninterrupted_run(train_script, data, tmp_path, interrupted_after_checkpoint):
     """LoRA + gradient accumulation 2: killed right after the checkpoint at step 2 (which holds only the trainable
     weights) and resumed, the run ends with the same weights and losses as 4 steps in one go."""
-    import geo_models.training
-
     common = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--gradient_accumulation_steps", "2"]
     common += ["--validation_steps", "100", "--seed", "3"]
     run(train_script, data, tmp_path / "a", *common)
-
-    class Killed(Exception):
-        pass
-
-    save_checkpoint = geo_models.training.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        save_checkpoint(*args, **kwargs)
-        raise Killed
-
-    monkeypatch.setattr(geo_models.training, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
+    with interrupted_after_checkpoint():
         run(train_script, data, tmp_path / "b", *common)
-    monkeypatch.setattr(geo_models.training, "save_checkpoint", save_checkpoint)
     saved = load_file(str(tmp_path / "b" / "checkpoint-2" / "model_0.safetensors"))
     assert all(".lora_" in k or k.startswith("embedder.") for k in saved) and any(".lora_" in k for k in saved)
     run(train_script, data, tmp_path / "b", *common, "--resume_from_checkpoint", "latest")
@@ -235,20 +220,14 @@ def test_resume_matches_uninterrupted_run(train_script, data, tmp_path, monkeypa
     assert [json.loads(r)["loss"] for r in logs[0]] == [json.loads(r)["loss"] for r in logs[1]]
 
 
-def test_two_processes(data, tmp_path):
+def test_two_processes(data, tmp_path, launch_two_processes):
     """Two CPU processes under accelerate (torchrun + gloo), LoRA: RNG per rank checkpointed, pipeline saved."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--main_process_port", str(port), str(REPO / "train" / "train_gps_to_image.py"),
+    argv = [
         "--pretrained_model_name_or_path", str(data / "sd"), "--train_data", str(data / "city"),
         "--output_dir", str(out), *TINY, "--max_train_steps", "2", "--checkpointing_steps", "2",
     ]  # fmt: skip
-    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = launch_two_processes("train_gps_to_image", argv)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes" in result.stderr
     names = sorted(p.name for p in (out / "checkpoint-2").glob("rng_state_*.json"))

@@ -3,7 +3,7 @@
 
 A checkpoint ``output_dir/checkpoint-<step>/`` holds what ``accelerator.save_state`` would (every prepared model,
 optimizer and scheduler, the registered custom objects, the GradScaler, each process's RNG states and accelerate's
-step counter), but as :mod:`geo_models.state_tree` files (safetensors + JSON), and it is *atomic*:
+step counter), but as :mod:`geo_models.training.state_tree` files (safetensors + JSON), and it is *atomic*:
 
 1. every process writes into ``output_dir/.checkpoint-<step>.partial/`` (the main process the shared state, each
    process its own ``rng_state_<rank>``), files flushed to disk;
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geo_models.state_tree import load_tree, save_tree
+from geo_models.training.state_tree import load_tree, save_tree
 
 __all__ = [
     "MANIFEST",

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from geo_models.training import distributed_without_accelerator, enable_xformers_if_available, write_json_atomic
+from geo_models.io import write_json_atomic
+from geo_models.training import distributed_without_accelerator, enable_xformers_if_available
 
 
 class Recorder:

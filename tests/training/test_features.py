@@ -1,4 +1,4 @@
-"""geo_models.training_images: seeded image batches and backbone fine-tuning shared by the training scripts."""
+"""geo_models.training.features and .sources: seeded image batches and backbone fine-tuning shared by the trainers."""
 
 import numpy as np
 import pandas as pd
@@ -8,7 +8,7 @@ from PIL import Image
 
 from geo_models.data.imagefolder import write_imagefolder_metadata
 from geo_models.encoders.image import OpenCLIPBackbone
-from geo_models.training_images import (
+from geo_models.training import (
     ImageFolderSource,
     ViewsTransform,
     encode_views,

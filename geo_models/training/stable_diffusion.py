@@ -1,5 +1,6 @@
-"""Fine-tuning Stable Diffusion with extra (GPS or angle) tokens, shared by ``train/train_gps_to_image.py`` and
-``train/train_angle_to_image.py`` (paper sec. 3.1, 4.1, A.2.1).
+"""The Stable Diffusion part of training, shared by ``train/train_gps_to_image.py`` and
+``train/train_angle_to_image.py`` (paper sec. 3.1, 4.1, A.2.1): fine-tuning SD with extra (GPS or angle) tokens on
+the shared loop of :mod:`geo_models.training` (``fit``, ``finish_run``).
 
 - Base model: :func:`load_sd_components` (an SD-1.x/2.x diffusers folder / Hub id or a saved geo pipeline).
 - Data: :class:`CaptionedImageSource`, a geotagged imagefolder in step-indexed batches (exact resume).
@@ -7,9 +8,8 @@
   dropped only" or "both dropped"; :func:`drop_tokens` replaces the dropped rows by the pipeline's null condition.
 - Model: :func:`setup_unet_finetuning` (LoRA with peft on the UNet attention, or full) and :class:`ConditionedDenoiser`
   (UNet + embedder, whose forward is the noise-prediction MSE of eq. 3); :func:`noisy_latents` for the forward process.
-- Checkpoints: :mod:`geo_models.checkpointing` (LoRA runs checkpoint only the trainable weights); saving:
-  :func:`save_unet_lora` (diffusers' LoRA format) and :func:`merge_lora`; :func:`save_image_grid` for validation
-  images.
+- Saving: :func:`save_unet_lora` (diffusers' LoRA format), :func:`merge_lora`, :func:`save_trained_pipeline`;
+  :func:`save_image_grid` for validation images. (LoRA runs checkpoint only the trainable weights.)
 """
 
 from __future__ import annotations
@@ -25,19 +25,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geo_models.training import make_accelerator, step_batch_indices
+from geo_models.training.args import add_hub_args, add_optim_args, add_run_args, check_args
+from geo_models.training.harness import finish_run
+from geo_models.training.launch import enable_xformers_if_available
+from geo_models.training.sources import StepIndexedSource, seeded_call
 
 __all__ = [
     "LORA_TARGETS",
     "CaptionedImageSource",
     "ConditionedDenoiser",
+    "add_finetune_args",
+    "build_finetuned_pipeline",
+    "captioned_source",
     "check_drop_probs",
+    "check_finetune_args",
     "condition_dropout_masks",
     "drop_tokens",
+    "grid_validator",
+    "load_frozen_base",
     "load_sd_components",
     "merge_lora",
     "noisy_latents",
     "save_image_grid",
+    "save_trained_pipeline",
     "save_unet_lora",
     "setup_unet_finetuning",
 ]
@@ -72,12 +82,12 @@ def load_sd_components(name_or_path: str, *, revision: str | None = None) -> dic
 
 
 # ------------------------------------------------------------------------------------------------ data
-class CaptionedImageSource:
+class CaptionedImageSource(StepIndexedSource):
     """A geotagged imagefolder (``metadata.csv``/``.jsonl``: ``file_name, latitude, longitude`` + optional caption
     column) served as ``(pixels (B, 3, R, R) in [-1, 1], latlon (B, 2), captions)`` batches.
 
-    Batch ``i`` of this process is a function of ``(seed, i, rank)`` (:func:`~geo_models.training.step_batch_indices`,
-    random crops / flips seeded per item), so a resumed run reads exactly the batches of an uninterrupted one.
+    Batch ``i`` of this process is a function of ``(seed, i, rank)`` (a step-indexed source, random crops / flips
+    seeded per item), so a resumed run reads exactly the batches of an uninterrupted one.
 
     Args:
         root: the imagefolder.
@@ -107,6 +117,7 @@ class CaptionedImageSource:
 
         from geo_models.data import GeoImageFolder
 
+        super().__init__(batch_size, seed, rank, world, num_workers)
         self.images = GeoImageFolder(root)
         meta = self.images.metadata
         if caption_column is None:
@@ -127,35 +138,15 @@ class CaptionedImageSource:
                 transforms.Normalize([0.5], [0.5]),
             ]
         )
-        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.num_workers = num_workers
-
-    def __len__(self) -> int:
-        return len(self.captions)
 
     def __getitem__(self, key: tuple[int, int]):
-        from geo_models.training_images import seeded_call
-
         index, seed = key
         pixels = seeded_call(self.transform, self.images[index]["image"], seed)
         return pixels, self.latlon[index], self.captions[index]
 
     def batches(self, start: int):
         """Endless iterator of batches ``start, start + 1, ...`` (micro-batches, not optimizer steps)."""
-
-        def index_lists():
-            i = start
-            while True:
-                rows = step_batch_indices(
-                    i, len(self), self.batch_size, seed=self.seed, rank=self.rank, world=self.world
-                )
-                yield [(int(r), hash((self.seed, i, self.rank, j))) for j, r in enumerate(rows)]
-                i += 1
-
-        loader = torch.utils.data.DataLoader(
-            self, batch_sampler=index_lists(), num_workers=self.num_workers, collate_fn=_collate
-        )
-        yield from loader
+        yield from self.loader(self, start, collate_fn=_collate)
 
 
 def _collate(items):
@@ -293,10 +284,9 @@ def save_image_grid(images, path: str | os.PathLike) -> Path:
 
 # ------------------------------------------------------------------------------------------------ flags
 def add_finetune_args(parser) -> None:
-    """Flags every SD fine-tuning script shares (diffusers' names): base model, data, fine-tuning, optimisation,
-    validation cadence, Hub, plus :func:`geo_models.training.add_run_args` (precision, seed, checkpoints, logging)."""
-    from geo_models.training import add_run_args
-
+    """Flags every SD fine-tuning script shares (diffusers' names): base model, data, fine-tuning, validation
+    cadence, plus :mod:`geo_models.training.args`' optimisation (AdamW, constant lr 1e-4, batch 16), run and Hub
+    flags."""
     p = parser
     p.add_argument("--pretrained_model_name_or_path", required=True, help="SD-1.x/2.x diffusers folder or Hub id")
     p.add_argument("--revision", default=None)
@@ -312,190 +302,103 @@ def add_finetune_args(parser) -> None:
     p.add_argument("--lora_rank", type=int, default=4)
     p.add_argument("--gradient_checkpointing", action="store_true")
     p.add_argument("--enable_xformers_memory_efficient_attention", action="store_true", help="CUDA only")
-    p.add_argument("--train_batch_size", type=int, default=16, help="per process")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--max_train_steps", type=int, default=None, help="optimizer steps (default: from epochs)")
-    p.add_argument("--num_train_epochs", type=int, default=100)
-    p.add_argument("--learning_rate", type=float, default=1e-4)
-    p.add_argument("--lr_scheduler", default="constant", help="diffusers.optimization.get_scheduler name")
-    p.add_argument("--lr_warmup_steps", type=int, default=0)
-    p.add_argument("--adam_beta1", type=float, default=0.9)
-    p.add_argument("--adam_beta2", type=float, default=0.999)
-    p.add_argument("--adam_weight_decay", type=float, default=1e-2)
-    p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0: none)")
+    add_optim_args(p, train_batch_size=16, learning_rate=1e-4, num_train_epochs=100)
     p.add_argument("--dataloader_num_workers", type=int, default=0)
     p.add_argument("--validation_prompt", default=None, help="default: the captions of the validation points")
     p.add_argument("--validation_steps", type=int, default=500, help="validation grid every N steps (and at the end)")
     p.add_argument("--validation_inference_steps", type=int, default=30)
     add_run_args(p)
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
+    add_hub_args(p)
 
 
 def check_finetune_args(parser, args, template_fields: dict[str, str] | None = None) -> None:
     """``parser.error`` naming the flag for out-of-range values of :func:`add_finetune_args`' flags;
     ``--prompt_template`` may use the keys of ``template_fields`` (default: ``{area_name}``)."""
-    positive = [
-        "resolution",
-        "lora_rank",
-        "train_batch_size",
-        "gradient_accumulation_steps",
-        "num_train_epochs",
-        "validation_steps",
-        "validation_inference_steps",
-        "checkpointing_steps",
-        "logging_steps",
-    ]
-    for name in positive + ["max_train_steps"] * (args.max_train_steps is not None):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if not args.learning_rate > 0:
-        parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
-    for name in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    check_args(parser, args, positive=("resolution", "validation_steps", "validation_inference_steps"))
     fields = {"area_name": args.area_name} if template_fields is None else template_fields
     try:
         args.prompt_template.format(**fields)
     except (KeyError, IndexError, ValueError) as err:
         parser.error(f"--prompt_template may only use {', '.join(f'{{{k}}}' for k in fields)}: {err!r}")
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id")
 
 
-# ------------------------------------------------------------------------------------------------ loop
-def fit(
-    accelerator,
-    args,
-    model: nn.Module,
-    source: CaptionedImageSource,
-    compute_loss,
-    validate=None,
-    *,
-    name: str = "train",
-) -> nn.Module:
-    """The training loop: AdamW over ``model``'s trainable parameters, ``args.lr_scheduler``, ``accelerate.prepare``,
-    resume, then ``args.max_train_steps`` optimizer steps of ``gradient_accumulation_steps`` micro-batches each.
+# ------------------------------------------------------------------------------------------------ run
+def load_frozen_base(run) -> dict:
+    """The base's components (:func:`load_sd_components`) with the VAE and text encoder frozen on the run's device."""
+    args = run.args
+    components = load_sd_components(args.pretrained_model_name_or_path, revision=args.revision)
+    for name in ("vae", "text_encoder"):
+        components[name].requires_grad_(False).eval().to(run.device)
+    return components
 
-    ``compute_loss(prepared_model, batch, generator) -> loss``; the generator is seeded by (seed, micro-batch, rank),
-    so noise, timesteps and dropped conditions replay exactly after a resume. ``validate(step)`` runs on the main
-    process every ``validation_steps`` steps. Checkpoints (LoRA: trainable weights only) every
-    ``checkpointing_steps``; metrics to ``output_dir/logs/train_log.jsonl``. Returns the unwrapped model.
-    """
-    from diffusers.optimization import get_scheduler
-    from tqdm.auto import tqdm
 
-    from geo_models.training import log_metrics, resume_state, save_checkpoint, steps_per_epoch
-
-    output_dir, world, rank = Path(args.output_dir), accelerator.num_processes, accelerator.process_index
-    ga = args.gradient_accumulation_steps
-    max_steps = args.max_train_steps or args.num_train_epochs * max(
-        1, steps_per_epoch(len(source), args.train_batch_size, world) // ga
+def captioned_source(run, root, *, seed: int, **kwargs) -> CaptionedImageSource:
+    """A :class:`CaptionedImageSource` of ``root`` with the run's resolution, batch, crops, flips and workers."""
+    args = run.args
+    return CaptionedImageSource(
+        root,
+        args.resolution,
+        batch_size=args.train_batch_size,
+        seed=seed,
+        rank=run.rank,
+        world=run.world,
+        center_crop=args.center_crop,
+        random_flip=args.random_flip,
+        num_workers=args.dataloader_num_workers,
+        **kwargs,
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay
-    )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer,
-        num_warmup_steps=args.lr_warmup_steps * world,
-        num_training_steps=max_steps * world,
-    )
-    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
-    lora = args.finetune == "lora"
-    if args.report_to:
-        accelerator.init_trackers(
-            name, config={k: v for k, v in vars(args).items() if isinstance(v, int | float | str)}
-        )
-    start = resume_state(
-        accelerator,
-        output_dir,
-        args.resume_from_checkpoint,
-        trainable_only=lora,
-        ignore_rng_state=args.ignore_rng_state,
-    )
-    logger.info(
-        "%d images, %d processes, %d steps x %d micro-batches of %d, %d trainable parameters",
-        len(source),
-        world,
-        max_steps,
-        ga,
-        args.train_batch_size,
-        sum(p.numel() for p in params),
-    )
-    log_path = output_dir / "logs" / "train_log.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    progress = tqdm(
-        range(start, max_steps), initial=start, total=max_steps, desc=name, disable=not accelerator.is_main_process
-    )
-    batches = source.batches(start * ga)
-    model.train()
-    for step in progress:
-        losses = []
-        for micro in range(ga):
-            i = step * ga + micro
-            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + i * 1009 + rank)
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss = compute_loss(model, next(batches), generator)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            losses.append(loss.detach())
-        if step % args.logging_steps == 0 or step + 1 == max_steps:
-            loss = accelerator.gather(torch.stack(losses).mean()[None]).mean().item()
-            log_metrics(
-                accelerator, {"step": step + 1, "loss": loss, "lr": lr_scheduler.get_last_lr()[0]}, log_path, progress
-            )
-        if (step + 1) % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, step + 1, args.checkpoints_total_limit, trainable_only=lora)
-        if validate is not None and (step + 1) % args.validation_steps == 0 and step + 1 < max_steps:
-            if accelerator.is_main_process:
-                validate(step + 1)
-            model.train()
-    accelerator.wait_for_everyone()
-    return accelerator.unwrap_model(model)
 
 
-def save_trained_pipeline(
-    accelerator, args, pipe, validate: Callable, write_card: Callable[[str], None], *, what: str
-):
-    """Step 5 of the trainers: LoRA adapters alone in diffusers' format, then merged into the UNet; the pipeline; the
-    final validation grid; the card (``write_card(grid path relative to output_dir)``); the push."""
-    from geo_models.hub import push_folder
+def build_finetuned_pipeline(run, pipeline_cls, components: dict, embedder: nn.Module):
+    """The pipeline being trained: the UNet set up for ``--finetune`` (:func:`setup_unet_finetuning`, xformers on
+    CUDA when asked), the frozen VAE / text encoder, ``embedder``; on the run's device, progress bars off."""
+    args, unet = run.args, components["unet"]
+    setup_unet_finetuning(
+        unet, args.finetune, lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing
+    )
+    if args.enable_xformers_memory_efficient_attention:
+        enable_xformers_if_available(unet)
+    names = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+    pipe = pipeline_cls(*(components[n] for n in names), embedder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(run.device)
 
-    output_dir = Path(args.output_dir)
+
+def grid_validator(run, pipe, **call_kwargs) -> Callable:
+    """``validate(step) -> path``: ``pipe(**call_kwargs)`` at the run's resolution, ``--validation_inference_steps``
+    and a fixed seed, saved as one row under ``output_dir/validation/step-<step>.png`` (or ``<step>.png``)."""
+    args = run.args
+
+    def validate(step) -> Path:
+        pipe.unet.eval()
+        images = pipe(
+            **call_kwargs,
+            num_inference_steps=args.validation_inference_steps,
+            height=args.resolution,
+            width=args.resolution,
+            generator=torch.Generator().manual_seed(args.seed),
+        ).images
+        name = f"step-{step}" if isinstance(step, int) else step
+        return save_image_grid(images, run.output_dir / "validation" / f"{name}.png")
+
+    return validate
+
+
+def save_trained_pipeline(run, pipe, validate: Callable, write_card: Callable[[str], None], *, what: str):
+    """The end of the SD trainers (:func:`~geo_models.training.finish_run`): LoRA adapters alone in diffusers'
+    format, then merged into the UNet; the pipeline; the final validation grid; the card (``write_card(grid path
+    relative to output_dir)``); the push."""
+    output_dir = run.output_dir
     for module in pipe.components.values():
         if isinstance(module, nn.Module):
             module.eval()
-    if accelerator.is_main_process:
-        if args.finetune == "lora":
+
+    def save(card_kwargs):
+        if run.args.finetune == "lora":
             save_unet_lora(pipe.unet, output_dir)
             merge_lora(pipe.unet)
         pipe.save_pretrained(output_dir)
         write_card(validate("final").relative_to(output_dir).as_posix())
-        if args.push_to_hub:
-            ignore = ["checkpoint-*", "checkpoint-*/**", "logs/**"]
-            url = push_folder(output_dir, args.hub_model_id, commit_message=f"Upload {what}", ignore_patterns=ignore)
-            logger.info("pushed to %s", url)
-    accelerator.end_training()
+
+    finish_run(run, save, what=what)
     return pipe
-
-
-def start_run(args) -> tuple:
-    """The trainers' common start -> ``(accelerator, output_dir, components)``: the accelerator, the output folder,
-    and the base's components with the VAE and text encoder frozen on the accelerator's device."""
-    accelerator = make_accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=args.report_to,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-    )
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    components = load_sd_components(args.pretrained_model_name_or_path, revision=args.revision)
-    for name in ("vae", "text_encoder"):
-        components[name].requires_grad_(False).eval().to(accelerator.device)
-    return accelerator, output_dir, components
