@@ -16,6 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -78,6 +80,41 @@ def embedding_parquet(tmp_path_factory):
     path = tmp_path_factory.mktemp("emb") / "train.parquet"
     write_embedding_parquet(path, emb, latlon)
     return path
+
+
+def _imagefolder(root, rows, pixels):
+    from PIL import Image
+
+    from geo_models.data.imagefolder import write_imagefolder_metadata
+
+    (root / "images").mkdir()
+    for row, image in zip(rows, pixels):
+        Image.fromarray(image).save(root / row["file_name"])
+    write_imagefolder_metadata(root, pd.DataFrame(rows))
+    return root
+
+
+@pytest.fixture(scope="session")
+def geotagged_images(tmp_path_factory):
+    """12 random 40x40 images spread over the globe (an imagefolder): the image-data runs of the trainers."""
+    rng = np.random.default_rng(0)
+    rows = [{"file_name": f"images/{i}.png", "latitude": -60.0 + 10 * i, "longitude": 150.0 - 25 * i}
+            for i in range(12)]  # fmt: skip
+    pixels = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in rows]
+    return _imagefolder(tmp_path_factory.mktemp("images"), rows, pixels)
+
+
+@pytest.fixture(scope="session")
+def captioned_images(tmp_path_factory):
+    """12 noisy single-colour images with three captions (an imagefolder with ``text``: what train_clip contrasts)."""
+    rng = np.random.default_rng(0)
+    captions = ["a photo taken in Krakow, Poland", "a photo taken in Tokyo, Japan", "a photo of the open ocean"]
+    rows, pixels = [], []
+    for i in range(12):
+        pixels.append(np.clip(rng.integers(0, 255, 3) + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype(np.uint8))
+        rows.append({"file_name": f"images/{i}.png", "latitude": -50.0 + 8 * i, "longitude": 20.0 * i - 100,
+                     "text": captions[i % 3]})  # fmt: skip
+    return _imagefolder(tmp_path_factory.mktemp("captioned"), rows, pixels)
 
 
 @pytest.fixture

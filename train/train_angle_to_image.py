@@ -36,21 +36,7 @@ import torch
 from geo_models.generation import AngleEmbedder, AngleToImagePipeline
 from geo_models.hub import render_model_card
 from geo_models.training import fit, start_run
-from geo_models.training.stable_diffusion import (
-    CaptionedImageSource,
-    ConditionedDenoiser,
-    add_finetune_args,
-    build_finetuned_pipeline,
-    captioned_source,
-    check_drop_probs,
-    check_finetune_args,
-    condition_dropout_masks,
-    drop_tokens,
-    grid_validator,
-    load_frozen_base,
-    noisy_latents,
-    save_trained_pipeline,
-)
+from geo_models.training import stable_diffusion as sd
 
 logger = logging.getLogger("train_angle_to_image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -58,7 +44,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_finetune_args(p)
+    sd.add_finetune_args(p)
     p.set_defaults(prompt_template="A photo of {name}", resolution=256, learning_rate=5e-4)
     for action in p._actions:  # the landmark's name fills the template here
         if action.dest == "area_name":
@@ -88,9 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         p.error(f"--train_data: unreadable {meta_path} ({err!r}); pass --landmark_centre LAT LON")
     args.landmark_name = args.landmark_name or landmark.get("name") or "the landmark"
-    check_finetune_args(p, args, template_fields={"name": args.landmark_name})
+    sd.check_finetune_args(p, args, template_fields={"name": args.landmark_name})
     try:
-        check_drop_probs(**{"--drop_both_prob": args.drop_both_prob})
+        sd.check_drop_probs(**{"--drop_both_prob": args.drop_both_prob})
     except ValueError as err:
         p.error(str(err))
     try:
@@ -106,14 +92,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--with_prior_preservation needs --class_data_dir and --class_prompt")
     if not args.with_prior_preservation and (args.class_data_dir or args.class_prompt):
         logger.warning("--class_data_dir / --class_prompt are ignored without --with_prior_preservation")
-    try:
-        from geo_models.data import read_imagefolder_metadata
-
-        meta = read_imagefolder_metadata(args.train_data)
-    except ValueError as err:
-        p.error(f"--train_data: {err}")
-    if args.caption_column is not None and args.caption_column not in meta.columns:
-        p.error(f"--caption_column: {args.caption_column!r} is not a column of {args.train_data}'s metadata")
     args.landmark_centre = args.landmark_centre or centre
     if args.landmark_centre is None and "angle_embedder" not in _base_index(args):
         p.error(f"--landmark_centre LAT LON is needed: no {meta_path} and the base is no AngleToImagePipeline")
@@ -195,7 +173,7 @@ def generate_class_images(components: dict, args, centre, device) -> Path:
 class WithClassImages:
     """Instance batches paired with class batches (the same step index), for :func:`fit`; length: the instances."""
 
-    def __init__(self, instances: CaptionedImageSource, classes: CaptionedImageSource):
+    def __init__(self, instances: sd.CaptionedImageSource, classes: sd.CaptionedImageSource):
         self.instances, self.classes = instances, classes
 
     def __len__(self) -> int:
@@ -217,27 +195,27 @@ def prior_preservation_loss(per_sample: torch.Tensor, is_class: torch.Tensor, we
 def main(argv=None) -> AngleToImagePipeline:
     args = parse_args(argv)
     run = start_run(args, "train_angle_to_image")
-    components = load_frozen_base(run)
+    components = sd.load_frozen_base(run)
 
     # 1. Base model, angle embedder, class images (by the base, before any fine-tuning), data, the pipeline
     torch.manual_seed(args.seed)  # the same initial embedder and LoRA weights on every process
     embedder = build_embedder(args, components).train()
     caption = args.prompt_template.format(name=args.landmark_name).replace("{", "{{").replace("}", "}}")
-    source = captioned_source(
+    source = sd.captioned_source(
         run, args.train_data, seed=args.seed, caption_column=args.caption_column, prompt_template=caption
     )
     if args.with_prior_preservation:
         if run.is_main_process:
             generate_class_images(components, args, embedder.config.centre_latlon, run.device)
         run.accelerator.wait_for_everyone()
-        source = WithClassImages(source, captioned_source(run, args.class_data_dir, seed=args.seed + 1))
-    pipe = build_finetuned_pipeline(run, AngleToImagePipeline, components, embedder)
+        source = WithClassImages(source, sd.captioned_source(run, args.class_data_dir, seed=args.seed + 1))
+    pipe = sd.build_finetuned_pipeline(run, AngleToImagePipeline, components, embedder)
 
     # 2. Loss: instance examples (azimuth of the camera GPS; text and angle zeroed together w.p. --drop_both_prob,
     #    eq. 7's null condition) + class examples (class prompt, angle zeroed, eq. 9)
     def compute_loss(model, batch, generator):
         (pixels, latlon, captions), extra = batch if args.with_prior_preservation else (batch, None)
-        dropped = condition_dropout_masks(
+        dropped = sd.condition_dropout_masks(
             len(captions), drop_text=0.0, drop_cond=0.0, drop_both=args.drop_both_prob, generator=generator
         )[1]
         angles, text_dropped, angle_dropped = embedder.azimuth(latlon), dropped, dropped
@@ -247,8 +225,8 @@ def main(argv=None) -> AngleToImagePipeline:
             angles = torch.cat([angles, angles.new_zeros(n)])
             text_dropped = torch.cat([dropped, torch.zeros(n, dtype=torch.bool)])
             angle_dropped = torch.cat([dropped, torch.ones(n, dtype=torch.bool)])
-        latents, timesteps, target = noisy_latents(pipe.vae, components["noise_scheduler"], pixels, generator)
-        text = drop_tokens(pipe._encode_text(captions), text_dropped)  # zeros, as the pipeline's null context
+        latents, timesteps, target = sd.noisy_latents(pipe.vae, components["noise_scheduler"], pixels, generator)
+        text = sd.drop_tokens(pipe._encode_text(captions), text_dropped)  # zeros, as the pipeline's null context
         angle_dropped = angle_dropped.to(run.device)
         per_sample = model(latents, timesteps, text, angles, angle_dropped, target, reduction="none")
         is_class = torch.arange(len(captions), device=per_sample.device) >= len(latlon)
@@ -257,20 +235,20 @@ def main(argv=None) -> AngleToImagePipeline:
     # 3. Validation grids: the validation prompt (default: the first caption) on a ring of azimuths
     instances = source.instances if args.with_prior_preservation else source
     prompt = args.validation_prompt or instances.captions[0]
-    validate = grid_validator(
+    validate = sd.grid_validator(
         run, pipe, prompt=prompt, azimuth=torch.tensor(args.validation_azimuths),
         guidance_scale=args.validation_guidance_scale,
     )  # fmt: skip
 
     # 4. Train
-    model = ConditionedDenoiser(pipe.unet, embedder, embedder.forward)
+    model = sd.ConditionedDenoiser(pipe.unet, embedder, embedder.forward)
     fit(run, model, source, compute_loss, validate=validate, trainable_only=args.finetune == "lora")
 
     # 5. Save the pipeline (LoRA: adapters alone in diffusers' format, then merged), the final grid, the card; push
     def card(grid):
         return write_card(args, pipe, grid, prompt)
 
-    return save_trained_pipeline(run, pipe, validate, card, what="angle-to-image pipeline")
+    return sd.save_trained_pipeline(run, pipe, validate, card, what="angle-to-image pipeline")
 
 
 def write_card(args, pipe: AngleToImagePipeline, sample_image: str, prompt: str) -> None:

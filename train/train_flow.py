@@ -27,32 +27,16 @@ import argparse
 
 import torch
 
+from geo_models import training
 from geo_models.evaluation import evaluate_geolocation
 from geo_models.flow import OBJECTIVES, GeoAdaLNMLP, SigmoidSchedule, SphereFlowPipeline, flow_loss, get_objective
 from geo_models.flow.sampling import SAMPLERS
-from geo_models.training import (
-    FeatureLoss,
-    add_data_args,
-    add_hub_args,
-    add_image_args,
-    add_optim_args,
-    add_run_args,
-    attached_backbone,
-    check_args,
-    check_data_args,
-    finalize_backbone,
-    finish_run,
-    fit,
-    load_training_data,
-    start_run,
-)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(p, validation="held-out embedding parquet or imagefolder evaluated at the end")
-    # image backbone, its fine-tuning and the P augmented views (image data only)
-    add_image_args(p)
+    # data, and the image backbone, its fine-tuning and the P augmented views (image data only)
+    training.add_data_args(p, validation="held-out embedding parquet or imagefolder evaluated at the end", images=True)
     # model and objective
     p.add_argument("--objective", choices=tuple(OBJECTIVES), default="riemannian")
     p.add_argument("--dim", type=int, default=512, help="width of the adaLN residual MLP")
@@ -63,21 +47,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--schedule_tau", type=float, default=1.0)
     p.add_argument("--cond_drop_prob", type=float, default=0.1, help="classifier-free guidance dropout")
     # optimisation: AdamW lr 8e-4, linear warmup then cosine decay to 0, EMA of the network
-    add_optim_args(
+    training.add_optim_args(
         p, train_batch_size=1024, learning_rate=8e-4, num_train_epochs=100, lr_scheduler="cosine", lr_warmup_steps=500
     )
     p.add_argument("--ema_decay", type=float, default=0.999, help="EMA of the network weights (0: no averaging)")
-    add_run_args(p)
+    training.add_run_args(p)
     # validation (geo_models.evaluation)
     p.add_argument("--validation_num_samples", type=int, default=16, help="samples per image (best of N)")
     p.add_argument("--validation_inference_steps", type=int, default=32)
     p.add_argument("--validation_guidance_scale", type=float, default=2.0)
     p.add_argument("--validation_sampler", choices=SAMPLERS, default="euler")
     p.add_argument("--validation_skip_nll", action="store_true", help="no exact NLL (it solves an ODE per image)")
-    add_hub_args(p)
+    training.add_hub_args(p)
     args = p.parse_args(argv)
     positive = ("dim", "depth", "expansion", "validation_num_samples", "validation_inference_steps")
-    check_args(p, args, positive=positive, non_negative=("validation_guidance_scale",))
+    training.check_args(p, args, positive=positive, non_negative=("validation_guidance_scale",))
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
     if not 0 <= args.cond_drop_prob <= 1:
@@ -88,16 +72,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         SigmoidSchedule(start=args.schedule_start, end=args.schedule_end, tau=args.schedule_tau)
     except ValueError as err:
         p.error(f"--schedule_start/--schedule_end/--schedule_tau: {err}")
-    check_data_args(p, args)
+    training.check_data_args(p, args)
     return args
 
 
 def main(argv=None) -> SphereFlowPipeline:
     args = parse_args(argv)
-    run = start_run(args, "train_flow")
+    run = training.start_run(args, "train_flow")
 
     # 1. Data (and backbone), objective, schedule and network
-    source, backbone, condition_dim = load_training_data(run)
+    source, backbone, condition_dim = training.load_training_data(run)
     objective = get_objective(args.objective)
     schedule = SigmoidSchedule(start=args.schedule_start, end=args.schedule_end, tau=args.schedule_tau)
     network = GeoAdaLNMLP(
@@ -111,18 +95,18 @@ def main(argv=None) -> SphereFlowPipeline:
         )
 
     # 3. Train, averaging the network's weights (the EMA is what gets saved; a fine-tuned backbone is not averaged)
-    model = FeatureLoss(loss, network=network, backbone=backbone, train_backbone=args.finetune != "frozen")
-    trained = fit(run, model, source, ema=network, ema_decay=args.ema_decay)
+    model = training.FeatureLoss(loss, network=network, backbone=backbone, train_backbone=args.finetune != "frozen")
+    trained = training.fit(run, model, source, ema=network, ema_decay=args.ema_decay)
 
     # 4. Save the pipeline (network/, config.json, merged backbone, card with held-out metrics), push
     pipe = SphereFlowPipeline(
         trained.network.eval(),
         objective=objective,
         schedule=schedule,
-        backbone=trained.backbone or attached_backbone(args, condition_dim),
+        backbone=trained.backbone or training.attached_backbone(args, condition_dim),
         cond_drop_prob=args.cond_drop_prob,
     )
-    finalize_backbone(pipe, args.finetune)
+    training.finalize_backbone(pipe, args.finetune)
 
     def evaluate(path):
         kwargs = {
@@ -137,7 +121,7 @@ def main(argv=None) -> SphereFlowPipeline:
             pipe, path, top_k=1, skip_nll=args.validation_skip_nll, predict_kwargs=kwargs, output_json=out
         )
 
-    finish_run(run, lambda card: pipe.save_pretrained(run.output_dir, model_card_kwargs=card), evaluate=evaluate)
+    training.finish_run(run, pipe, evaluate=evaluate)
     return pipe
 
 

@@ -18,34 +18,19 @@ import argparse
 
 import torch
 
+from geo_models import training
 from geo_models.evaluation import evaluate_geolocation
 from geo_models.geoclip import GeoCLIP, deduplicate
 from geo_models.geoclip.training import GPSQueue, contrastive_step_loss
-from geo_models.training import (
-    FeatureLoss,
-    add_data_args,
-    add_hub_args,
-    add_image_args,
-    add_optim_args,
-    add_run_args,
-    check_args,
-    check_data_args,
-    finalize_backbone,
-    finish_run,
-    fit,
-    load_training_data,
-    setup_finetuning,
-    start_run,
-)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(p, validation="held-out data evaluated at the end (metrics -> card)")
+    # data, and the image backbone, its fine-tuning and the P augmented views (image data only)
+    training.add_data_args(p, validation="held-out data evaluated at the end (metrics -> card)", images=True)
     p.add_argument("--validation_steps", type=int, default=0, help="also evaluate every N steps (0: only at the end)")
     p.add_argument("--init_from", default=None, help="'official' (geoclip package weights) or a saved GeoCLIP")
-    # model (the backbone, its fine-tuning and the P augmented views: image data only)
-    add_image_args(p)
+    # model
     p.add_argument("--projection_dim", type=int, default=512)
     p.add_argument("--hidden_dim", type=int, default=1024)
     p.add_argument("--num_features", type=int, default=256, help="RFF rows per branch")
@@ -56,18 +41,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--positive_noise_km", type=float, default=0.15)
     p.add_argument("--queue_noise_km", type=float, default=1.0)
     # optimisation: Adam (lr 3e-5, weight decay 1e-6), the lr times --lr_decay once per epoch, batch 512
-    add_optim_args(
+    training.add_optim_args(
         p, train_batch_size=512, learning_rate=3e-5, num_train_epochs=10, lr_scheduler="step_decay",
         weight_decay=1e-6, max_grad_norm=0.0,
     )  # fmt: skip
     p.add_argument("--lr_decay", type=float, default=0.87, help="--lr_scheduler step_decay: lr factor per epoch")
-    add_run_args(p)
+    training.add_run_args(p)
     p.add_argument("--gallery_max_points", type=int, default=100_000, help="training coordinates kept as gallery")
-    add_hub_args(p)
+    training.add_hub_args(p)
     args = p.parse_args(argv)
-    check_args(p, args, positive=("gallery_max_points",), non_negative=("validation_steps",))
-    check_args(p, args, non_negative=("queue_size", "positive_noise_km", "queue_noise_km"))
-    check_data_args(p, args)
+    training.check_args(p, args, positive=("gallery_max_points",), non_negative=("validation_steps",))
+    training.check_args(p, args, non_negative=("queue_size", "positive_noise_km", "queue_noise_km"))
+    training.check_data_args(p, args)
     return args
 
 
@@ -94,7 +79,7 @@ def build_model(args, embedding_dim: int | None) -> GeoCLIP:
     if embedding_dim is not None and embedding_dim != model.embedding_dim:
         raise ValueError(f"train_data embeddings are {embedding_dim}-d but the model expects {model.embedding_dim}")
     if model.backbone is not None:
-        setup_finetuning(model.backbone, args.finetune, lora_rank=args.lora_rank)
+        training.setup_finetuning(model.backbone, args.finetune, lora_rank=args.lora_rank)
     return model
 
 
@@ -111,17 +96,17 @@ def step_decay(args, source, world: int):
 
 def main(argv=None) -> GeoCLIP:
     args = parse_args(argv)
-    run = start_run(args, "train_geoclip")
+    run = training.start_run(args, "train_geoclip")
 
     # 1. Model and data (images go through the model's own backbone)
     if args.data_format == "embeddings":
-        source, _, dim = load_training_data(run)
+        source, _, dim = training.load_training_data(run)
         geoclip = build_model(args, dim)
     else:
         geoclip = build_model(args, None)
         if geoclip.backbone is None:
             raise ValueError("image training data needs --backbone")
-        source, _, _ = load_training_data(run, geoclip.backbone)
+        source, _, _ = training.load_training_data(run, geoclip.backbone)
     queue = GPSQueue(args.queue_size, seed=args.seed).to(run.device)
 
     # 2. Loss: batch + queue contrastive loss with GPS noise; the P views of an image share its location
@@ -147,11 +132,11 @@ def main(argv=None) -> GeoCLIP:
             return {f"val_{k}": v for k, v in evaluate(args.validation_data).items() if k != "n"}
 
     # 3. Train
-    model = FeatureLoss(
+    model = training.FeatureLoss(
         loss, geoclip=geoclip, backbone="geoclip.backbone", train_backbone=args.finetune != "frozen",
         repeat_latlon=False,
     )  # fmt: skip
-    fit(
+    training.fit(
         run,
         model,
         source,
@@ -164,10 +149,10 @@ def main(argv=None) -> GeoCLIP:
     )
 
     # 4. Save: merged backbone, training coordinates as the default gallery, card with held-out metrics; push
-    finalize_backbone(geoclip, args.finetune)
+    training.finalize_backbone(geoclip, args.finetune)
     set_gallery(geoclip)
     geoclip.eval()
-    finish_run(run, lambda card: geoclip.save_pretrained(run.output_dir, model_card_kwargs=card), evaluate=evaluate)
+    training.finish_run(run, geoclip, evaluate=evaluate)
     return geoclip
 
 

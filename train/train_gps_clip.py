@@ -19,30 +19,16 @@ import argparse
 
 import torch
 
+from geo_models import training
 from geo_models.data import GeoImageFolder, dataset_format, read_embedding_parquet
 from geo_models.generation.gps_clip import GPSCLIP, contrastive_loss
 from geo_models.sphere import GeoArea
-from geo_models.training import (
-    FeatureLoss,
-    add_data_args,
-    add_hub_args,
-    add_image_args,
-    add_optim_args,
-    add_run_args,
-    attached_backbone,
-    check_args,
-    check_data_args,
-    finish_run,
-    fit,
-    load_training_data,
-    start_run,
-)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(p, validation="held-out data: mean GPS score and loss at the end")
-    add_image_args(p)
+    # data, and the image backbone, its fine-tuning and the P augmented views (image data only)
+    training.add_data_args(p, validation="held-out data: mean GPS score and loss at the end", images=True)
     p.add_argument("--lat_range", type=float, nargs=2, default=None, help="training area (default: the data's)")
     p.add_argument("--lon_range", type=float, nargs=2, default=None, help="training area (default: the data's)")
     p.add_argument("--projection_dim", type=int, default=None, help="default: the backbone's width (paper)")
@@ -51,19 +37,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_frequencies", type=int, default=0, help="positional encoding of lat/lon (paper: 0)")
     p.add_argument("--temperature", type=float, default=0.07, help="fixed (paper: 0.07)")
     # optimisation (A.1.4): AdamW lr 1e-4, linear warmup then cosine decay, batch 512
-    add_optim_args(
+    training.add_optim_args(
         p, train_batch_size=512, learning_rate=1e-4, num_train_epochs=20, lr_scheduler="cosine", lr_warmup_steps=500,
         max_grad_norm=0.0,
     )  # fmt: skip
-    add_run_args(p)
-    add_hub_args(p)
+    training.add_run_args(p)
+    training.add_hub_args(p)
     args = p.parse_args(argv)
-    check_args(p, args, positive=("num_layers",), non_negative=("num_frequencies",))
+    training.check_args(p, args, positive=("num_layers",), non_negative=("num_frequencies",))
     if args.train_batch_size < 2:
         p.error("--train_batch_size must be >= 2 (contrastive loss needs negatives)")
     if not args.temperature > 0:
         p.error(f"--temperature must be > 0, got {args.temperature}")
-    check_data_args(p, args)
+    training.check_data_args(p, args)
     if args.finetune != "frozen":
         p.error("--finetune: GPS-CLIP keeps its image backbone frozen (paper A.1.4); only 'frozen' is supported")
     return args
@@ -99,12 +85,12 @@ def evaluate(model: GPSCLIP, path: str) -> dict[str, float]:
 
 def main(argv=None) -> GPSCLIP:
     args = parse_args(argv)
-    run = start_run(args, "train_gps_clip")
+    run = training.start_run(args, "train_gps_clip")
 
     # 1. Data and model (the training area comes from the data unless given; the backbone stays frozen)
-    source, backbone, dim = load_training_data(run)
+    source, backbone, dim = training.load_training_data(run)
     area = training_area(source.latlon, args)
-    with_backbone = backbone is not None or attached_backbone(args, dim) is not None
+    with_backbone = backbone is not None or training.attached_backbone(args, dim) is not None
     gps_clip = GPSCLIP(
         lat_range=area.lat_range,
         lon_range=area.lon_range,
@@ -125,15 +111,15 @@ def main(argv=None) -> GPSCLIP:
         return contrastive_loss(model.gps_clip(gather(features), gather(latlon)))
 
     # 3. Train the GPS branch and the image projection
-    model = FeatureLoss(loss, gps_clip=gps_clip, backbone="gps_clip.backbone")
+    model = training.FeatureLoss(loss, gps_clip=gps_clip, backbone="gps_clip.backbone")
     params = [p for n, p in gps_clip.named_parameters() if not n.startswith("backbone.")]
-    fit(run, model, source, params=params)
+    training.fit(run, model, source, params=params)
 
     # 4. Save, held-out metrics on the card, push
     gps_clip.eval()
-    finish_run(
+    training.finish_run(
         run,
-        lambda card: gps_clip.save_pretrained(run.output_dir, model_card_kwargs=card),
+        gps_clip,
         evaluate=lambda path: evaluate(gps_clip, path),
     )
     return gps_clip

@@ -29,21 +29,7 @@ from geo_models.generation import GPSEmbedder, GPSToImagePipeline
 from geo_models.hub import render_model_card
 from geo_models.sphere import GeoArea
 from geo_models.training import fit, start_run
-from geo_models.training.stable_diffusion import (
-    CaptionedImageSource,
-    ConditionedDenoiser,
-    add_finetune_args,
-    build_finetuned_pipeline,
-    captioned_source,
-    check_drop_probs,
-    check_finetune_args,
-    condition_dropout_masks,
-    drop_tokens,
-    grid_validator,
-    load_frozen_base,
-    noisy_latents,
-    save_trained_pipeline,
-)
+from geo_models.training import stable_diffusion as sd
 
 logger = logging.getLogger("train_gps_to_image")
 
@@ -60,7 +46,7 @@ def _latlon_pair(text: str) -> tuple[float, float]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_finetune_args(p)
+    sd.add_finetune_args(p)
     p.add_argument(
         "--gps_area",
         type=float,
@@ -86,9 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--validation_text_guidance_scale", type=float, default=3.5, help="w_p of eq. 4")
     p.add_argument("--validation_gps_guidance_scale", type=float, default=7.5, help="w_g of eq. 4")
     args = p.parse_args(argv)
-    check_finetune_args(p, args)
+    sd.check_finetune_args(p, args)
     try:
-        check_drop_probs(**{f"--drop_{k}_prob": getattr(args, f"drop_{k}_prob") for k in ("text", "gps", "both")})
+        sd.check_drop_probs(**{f"--drop_{k}_prob": getattr(args, f"drop_{k}_prob") for k in ("text", "gps", "both")})
     except ValueError as err:
         p.error(str(err))
     if args.gps_num_frequencies < 1:
@@ -98,18 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             GPSEmbedder(hidden_size=1, lat_range=args.gps_area[:2], lon_range=args.gps_area[2:])
         except ValueError as err:
             p.error(f"--gps_area (LAT_MIN LAT_MAX LON_MIN LON_MAX): {err}")
-    try:
-        from geo_models.data import read_imagefolder_metadata
-
-        meta = read_imagefolder_metadata(args.train_data)
-    except ValueError as err:
-        p.error(f"--train_data: {err}")
-    if args.caption_column is not None and args.caption_column not in meta.columns:
-        p.error(f"--caption_column: {args.caption_column!r} is not a column of {args.train_data}'s metadata")
     return args
 
 
-def build_embedder(args, components: dict, source: CaptionedImageSource) -> GPSEmbedder:
+def build_embedder(args, components: dict, source: sd.CaptionedImageSource) -> GPSEmbedder:
     """The base's own embedder when it is a saved GPSToImagePipeline, else a new one over ``--gps_area``."""
     if "gps_embedder" in components["model_index"]:
         logger.info("continuing the GPS embedder of %s (its area and size)", args.pretrained_model_name_or_path)
@@ -128,7 +106,7 @@ def build_embedder(args, components: dict, source: CaptionedImageSource) -> GPSE
     )
 
 
-def validation_points(args, source: CaptionedImageSource) -> tuple[torch.Tensor, list[str]]:
+def validation_points(args, source: sd.CaptionedImageSource) -> tuple[torch.Tensor, list[str]]:
     """``--validation_gps`` (default: 4 training locations) with ``--validation_prompt``, else their captions (or the
     prompt template)."""
     if args.validation_gps:
@@ -145,46 +123,46 @@ def main(argv=None) -> GPSToImagePipeline:
     run = start_run(args, "train_gps_to_image")
 
     # 1. Base model (VAE and text encoder frozen), data, GPS embedder, the pipeline being trained
-    components = load_frozen_base(run)
-    source = captioned_source(
+    components = sd.load_frozen_base(run)
+    source = sd.captioned_source(
         run, args.train_data, seed=args.seed, caption_column=args.caption_column,
         prompt_template=args.prompt_template, area_name=args.area_name,
     )  # fmt: skip
     torch.manual_seed(args.seed)  # the same initial embedder and LoRA weights on every process
     embedder = build_embedder(args, components, source).train()
-    pipe = build_finetuned_pipeline(run, GPSToImagePipeline, components, embedder)
+    pipe = sd.build_finetuned_pipeline(run, GPSToImagePipeline, components, embedder)
     null_text = pipe._encode_text([""])  # eq. 4's text null condition; the GPS null is zero tokens
 
     # 2. Loss: eq. 3 with per-sample condition dropout; text and GPS tokens built by the pipeline's own helpers
     def compute_loss(model, batch, generator):
         pixels, latlon, captions = batch
-        latents, timesteps, target = noisy_latents(pipe.vae, components["noise_scheduler"], pixels, generator)
-        text_dropped, gps_dropped = condition_dropout_masks(
+        latents, timesteps, target = sd.noisy_latents(pipe.vae, components["noise_scheduler"], pixels, generator)
+        text_dropped, gps_dropped = sd.condition_dropout_masks(
             len(captions),
             drop_text=args.drop_text_prob,
             drop_cond=args.drop_gps_prob,
             drop_both=args.drop_both_prob,
             generator=generator,
         )
-        text = drop_tokens(pipe._encode_text(captions), text_dropped, null_text)
+        text = sd.drop_tokens(pipe._encode_text(captions), text_dropped, null_text)
         return model(latents, timesteps, text, latlon, gps_dropped.to(run.device), target)
 
     # 3. Validation grids at the validation points (eq. 4 guidance)
     points, prompts = validation_points(args, source)
-    validate = grid_validator(
+    validate = sd.grid_validator(
         run, pipe, prompt=prompts, latitude=points[:, 0], longitude=points[:, 1],
         text_guidance_scale=args.validation_text_guidance_scale, gps_guidance_scale=args.validation_gps_guidance_scale,
     )  # fmt: skip
 
     # 4. Train
-    model = ConditionedDenoiser(pipe.unet, embedder, pipe._gps_tokens)
+    model = sd.ConditionedDenoiser(pipe.unet, embedder, pipe._gps_tokens)
     fit(run, model, source, compute_loss, validate=validate, trainable_only=args.finetune == "lora")
 
     # 5. Save the pipeline (LoRA: adapters alone in diffusers' format, then merged), the final grid, the card; push
     def card(grid):
         return write_card(args, pipe, grid, prompts, points)
 
-    return save_trained_pipeline(run, pipe, validate, card, what="GPS-to-image pipeline")
+    return sd.save_trained_pipeline(run, pipe, validate, card, what="GPS-to-image pipeline")
 
 
 def write_card(args, pipe: GPSToImagePipeline, sample_image: str, prompts, points) -> None:

@@ -24,33 +24,17 @@ import argparse
 
 import torch
 
+from geo_models import training
 from geo_models.evaluation import evaluate_geolocation
 from geo_models.locdiff.modeling import PREDICTION_TYPES, CSUNet
 from geo_models.locdiff.pipeline import LOSSES, LocDiffPipeline, locdiff_loss, make_scheduler
 from geo_models.locdiff.shdd import SHDD
-from geo_models.training import (
-    FeatureLoss,
-    add_data_args,
-    add_hub_args,
-    add_image_args,
-    add_optim_args,
-    add_run_args,
-    attached_backbone,
-    check_args,
-    check_data_args,
-    finalize_backbone,
-    finish_run,
-    fit,
-    load_training_data,
-    start_run,
-)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(p, validation="held-out embedding parquet or imagefolder evaluated at the end")
-    # image backbone, its fine-tuning and the P augmented views (image data only)
-    add_image_args(p)
+    # data, and the image backbone, its fine-tuning and the P augmented views (image data only)
+    training.add_data_args(p, validation="held-out embedding parquet or imagefolder evaluated at the end", images=True)
     # model (Table 3 / Table 9)
     p.add_argument("--degree", type=int, default=23, help="SHDD max degree L (latent dim (L+1)^2)")
     p.add_argument("--block_out_dims", type=int, nargs="+", default=[512, 256, 128, 64, 32], help="U down widths")
@@ -64,21 +48,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rho_km", type=float, default=None, help="decoder radius (default 5000 / L km)")
     p.add_argument("--decode_anchors", type=int, default=100_000, help="decoder's Fibonacci anchors")
     # optimisation (Table 3: AdamW lr 1e-4, betas (0.9, 0.99), weight decay 5e-4, constant lr, no clipping)
-    add_optim_args(
+    training.add_optim_args(
         p, train_batch_size=512, learning_rate=1e-4, num_train_epochs=500, adam_beta2=0.99, weight_decay=5e-4,
         max_grad_norm=0.0,
     )  # fmt: skip
-    add_run_args(p)
+    training.add_run_args(p)
     # validation
     p.add_argument("--validation_num_samples", type=int, default=16)
     p.add_argument("--validation_inference_steps", type=int, default=100)
-    add_hub_args(p)
+    training.add_hub_args(p)
     args = p.parse_args(argv)
     positive = ("degree", "num_anchors", "decode_anchors", "validation_num_samples", "validation_inference_steps")
-    check_args(p, args, positive=positive)
+    training.check_args(p, args, positive=positive)
     if not 0 <= args.dropout < 1:
         p.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    check_data_args(p, args)
+    training.check_data_args(p, args)
     return args
 
 
@@ -92,10 +76,10 @@ def build_pipeline(args, unet: CSUNet, backbone=None) -> LocDiffPipeline:
 
 def main(argv=None) -> LocDiffPipeline:
     args = parse_args(argv)
-    run = start_run(args, "train_locdiff")
+    run = training.start_run(args, "train_locdiff")
 
     # 1. Data (and backbone), SHDD, scheduler and the CS-UNet
-    source, backbone, condition_dim = load_training_data(run)
+    source, backbone, condition_dim = training.load_training_data(run)
     shdd = SHDD(args.degree, num_anchors=args.num_anchors, decode_anchors=args.decode_anchors).to(run.device)
     noise_scheduler = make_scheduler(
         prediction_type=args.prediction_type, num_train_timesteps=args.num_train_timesteps
@@ -115,19 +99,20 @@ def main(argv=None) -> LocDiffPipeline:
         return locdiff_loss(model.unet, noise_scheduler, shdd, features, latlon, loss=args.loss, generator=generator)
 
     # 3. Train
-    model = FeatureLoss(loss, unet=unet, backbone=backbone, train_backbone=args.finetune != "frozen")
-    trained = fit(run, model, source)
+    model = training.FeatureLoss(loss, unet=unet, backbone=backbone, train_backbone=args.finetune != "frozen")
+    trained = training.fit(run, model, source)
 
     # 4. Save the pipeline (unet/, scheduler/, config.json, merged backbone, card with held-out metrics), push
-    pipe = build_pipeline(args, trained.unet.eval(), trained.backbone or attached_backbone(args, condition_dim))
-    finalize_backbone(pipe, args.finetune)
+    backbone = trained.backbone or training.attached_backbone(args, condition_dim)
+    pipe = build_pipeline(args, trained.unet.eval(), backbone)
+    training.finalize_backbone(pipe, args.finetune)
 
     def evaluate(path):
         kwargs = {"num_samples": args.validation_num_samples, "num_inference_steps": args.validation_inference_steps}
         kwargs["generator"] = torch.Generator().manual_seed(args.seed)
         return evaluate_geolocation(pipe, path, top_k=1, skip_nll=True, predict_kwargs=kwargs, progress=False)
 
-    finish_run(run, lambda card: pipe.save_pretrained(run.output_dir, model_card_kwargs=card), evaluate=evaluate)
+    training.finish_run(run, pipe, evaluate=evaluate)
     return pipe
 
 

@@ -70,14 +70,17 @@ def add_optim_args(
     p.add_argument("--max_grad_norm", type=float, default=max_grad_norm, help="gradient clipping (0: none)")
 
 
-def add_data_args(parser: argparse.ArgumentParser, *, validation: str | None = None) -> None:
-    """``--train_data``, ``--output_dir`` and (with a help text) ``--validation_data``."""
+def add_data_args(parser: argparse.ArgumentParser, *, validation: str | None = None, images: bool = False) -> None:
+    """``--train_data``, ``--output_dir``, (with a help text) ``--validation_data`` and (``images``) the flags of
+    training from images (:func:`add_image_args`)."""
     parser.add_argument(
         "--train_data", required=True, help="embedding parquet (file/folder), imagefolder or .tar shards"
     )
     if validation:
         parser.add_argument("--validation_data", default=None, help=validation)
     parser.add_argument("--output_dir", required=True)
+    if images:
+        add_image_args(parser)
 
 
 def add_hub_args(parser: argparse.ArgumentParser) -> None:

@@ -47,6 +47,7 @@ __all__ = [
 
 MANIFEST = "checkpoint.json"
 FORMAT = "geo_models-checkpoint-1"
+LOOP = "geo_models.training-1"  # the state layout of geo_models.training.harness.fit (recorded in the manifest)
 logger = logging.getLogger(__name__)
 
 
@@ -192,6 +193,7 @@ def save_checkpoint(
         }
         manifest = {
             "format": FORMAT,
+            "loop": LOOP,
             "step": step,
             "num_processes": accelerator.num_processes,
             "trainable_only": trainable_only,
@@ -267,6 +269,20 @@ def load_checkpoint(
     """
     path = Path(path)
     manifest = _read_manifest(path)
+    try:
+        _restore(accelerator, path, manifest, trainable_only=trainable_only, ignore_rng_state=ignore_rng_state)
+    except CheckpointError as err:
+        if manifest.get("loop") == LOOP:
+            raise
+        raise CheckpointError(
+            f"{err}. {path} was written before the shared training loop (geo_models.training, 2026-12-04): "
+            "checkpoints of train_flow, train_locdiff, train_geoclip and train_gps_clip from then hold another "
+            "state layout and do not resume (those of train_clip and the Stable Diffusion trainers do); start the "
+            "run again"
+        ) from err
+
+
+def _restore(accelerator, path: Path, manifest: dict, *, trainable_only: bool, ignore_rng_state: bool) -> None:
     files = manifest["files"]
     rng_name = f"rng_state_{accelerator.process_index}"
     bad_rng = None

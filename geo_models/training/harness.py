@@ -235,16 +235,21 @@ def _forward_is_loss(accelerator):
 
 def finish_run(
     run: Run,
-    save: Callable[[dict], Any],
+    save: Any,
     *,
     evaluate: Callable[[str], dict] | None = None,
     card: dict | None = None,
     what: str = "model",
 ) -> dict:
     """The end of every run, on the main process: held-out metrics (``evaluate(--validation_data)`` when given,
-    written to ``output_dir/eval_results.json``), ``save(card_kwargs)`` (the model and its card: training data, the
-    metrics without ``n``, and ``card``), then ``--push_to_hub`` of the output folder (without checkpoints and logs).
-    Returns the metrics ({} without validation data)."""
+    written to ``output_dir/eval_results.json``), the model and its card (training data, the metrics without ``n``,
+    and ``card``), then ``--push_to_hub`` of the output folder (without checkpoints and logs). Returns the metrics
+    ({} without validation data).
+
+    Args:
+        save: a model or pipeline, saved with ``save.save_pretrained(output_dir, model_card_kwargs=...)``, or a
+            callable ``save(card_kwargs)`` that writes the output folder.
+    """
     from geo_models.hub import push_folder
 
     args, output_dir = run.args, run.output_dir
@@ -258,7 +263,10 @@ def finish_run(
         card_kwargs = {"training_data": str(args.train_data), **(card or {})}
         if metrics:
             card_kwargs["metrics"] = {k: v for k, v in metrics.items() if k != "n"}
-        save(card_kwargs)
+        if callable(getattr(save, "save_pretrained", None)):
+            save.save_pretrained(output_dir, model_card_kwargs=card_kwargs)
+        else:
+            save(card_kwargs)
         if getattr(args, "push_to_hub", False):
             ignore = ["checkpoint-*", "checkpoint-*/**", ".checkpoint-*/**", "logs/**"]
             url = push_folder(output_dir, args.hub_model_id, commit_message=f"Upload {what}", ignore_patterns=ignore)

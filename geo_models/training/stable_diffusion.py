@@ -312,9 +312,18 @@ def add_finetune_args(parser) -> None:
 
 
 def check_finetune_args(parser, args, template_fields: dict[str, str] | None = None) -> None:
-    """``parser.error`` naming the flag for out-of-range values of :func:`add_finetune_args`' flags;
-    ``--prompt_template`` may use the keys of ``template_fields`` (default: ``{area_name}``)."""
+    """``parser.error`` naming the flag for out-of-range values of :func:`add_finetune_args`' flags, a
+    ``--train_data`` without readable metadata or a missing ``--caption_column``; ``--prompt_template`` may use the
+    keys of ``template_fields`` (default: ``{area_name}``)."""
     check_args(parser, args, positive=("resolution", "validation_steps", "validation_inference_steps"))
+    from geo_models.data import read_imagefolder_metadata
+
+    try:
+        meta = read_imagefolder_metadata(args.train_data)
+    except ValueError as err:
+        parser.error(f"--train_data: {err}")
+    if args.caption_column is not None and args.caption_column not in meta.columns:
+        parser.error(f"--caption_column: {args.caption_column!r} is not a column of {args.train_data}'s metadata")
     fields = {"area_name": args.area_name} if template_fields is None else template_fields
     try:
         args.prompt_template.format(**fields)

@@ -57,3 +57,26 @@ def generate_in_fresh_process(tmp_path):
         return np.load(npy)
 
     return generate
+
+
+@pytest.fixture(scope="session")
+def metadata_only_copy():
+    """``copy(src, dst, drop=())``: an imagefolder at ``dst`` with ``src``'s metadata.csv only (images by absolute
+    path), less the ``drop`` columns: for data errors (no latitude column, no landmark.json next to the images...)."""
+    import pandas as pd
+
+    def copy(src, dst, drop: tuple[str, ...] = ()):
+        meta = pd.read_csv(src / "metadata.csv").drop(columns=list(drop))
+        meta["file_name"] = [str(src / f) for f in meta["file_name"]]
+        meta.to_csv(dst / "metadata.csv", index=False)
+        return dst
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def unet_weights():
+    """``unet_weights(folder) -> state dict`` of a saved pipeline's UNet."""
+    from safetensors.torch import load_file
+
+    return lambda folder: load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))

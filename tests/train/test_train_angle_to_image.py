@@ -4,7 +4,6 @@ fresh-process reload; Hub push), eq. 7's null condition in training, the prior l
 AngleToImagePipeline, exact resume, CLI errors."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,12 +43,8 @@ def train(train_script, data, tiny_sd_finetune_args):
     return run
 
 
-def unet_weights(folder) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(folder) / "unet" / "diffusion_pytorch_model.safetensors"))
-
-
 def test_lora_prior_preservation_run_saves_reloads_and_pushes(
-    train, train_script, data, tmp_path, local_hub, generate_in_fresh_process, monkeypatch
+    train, train_script, data, tmp_path, local_hub, generate_in_fresh_process, monkeypatch, unet_weights
 ):
     out, classes = tmp_path / "out", tmp_path / "classes"
     module = train_script("train_angle_to_image")
@@ -165,7 +160,7 @@ def test_training_conditions_match_the_pipelines_null_condition(train, tmp_path,
     assert not context[4:, -1:].any() and all(row[:-1].any() for row in context[4:])  # class: prompt, no angle
 
 
-def test_full_finetune_from_saved_angle_pipeline(train, data, tmp_path):
+def test_full_finetune_from_saved_angle_pipeline(train, data, tmp_path, unet_weights):
     """--finetune full from a saved AngleToImagePipeline: its embedder continues (moved to the data's centre)."""
     with pytest.raises(ValueError, match="--num_tokens 2"):
         train(tmp_path / "bad", "--num_tokens", "2", "--max_train_steps", "1", base="angle")
@@ -205,12 +200,8 @@ def test_resume_matches_uninterrupted_run(train, tmp_path, interrupted_after_che
 
 
 @pytest.fixture(scope="module")
-def no_landmark_json(tmp_path_factory, data):
-    root = tmp_path_factory.mktemp("no_landmark_json")
-    meta = pd.read_csv(data / "landmark" / "metadata.csv")
-    meta["file_name"] = [str(data / "landmark" / f) for f in meta["file_name"]]
-    meta.to_csv(root / "metadata.csv", index=False)
-    return root
+def no_landmark_json(tmp_path_factory, data, metadata_only_copy):
+    return metadata_only_copy(data / "landmark", tmp_path_factory.mktemp("no_landmark_json"))
 
 
 @pytest.mark.parametrize(

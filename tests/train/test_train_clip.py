@@ -3,7 +3,6 @@
 import json
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,30 +12,13 @@ from safetensors.torch import load_file
 from geo_models.data.imagefolder import write_imagefolder_metadata
 from geo_models.encoders.image import OpenCLIPBackbone
 
-TINY = ["--model_name", "tiny-vit", "--train_batch_size", "4", "--learning_rate", "1e-3", "--warmup_steps", "1"]
+TINY = ["--model_name", "tiny-vit", "--train_batch_size", "4", "--learning_rate", "1e-3", "--lr_warmup_steps", "1"]
 CAPTIONS = ["a photo taken in Krakow, Poland", "a photo taken in Tokyo, Japan", "a photo of the open ocean"]
 
 
 @pytest.fixture(scope="module")
-def imagefolder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("captioned")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(12):
-        colour = rng.integers(0, 255, 3)
-        pixels = np.clip(colour + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / f"images/{i}.png")
-        rows.append(
-            {
-                "file_name": f"images/{i}.png",
-                "latitude": -50.0 + 8 * i,
-                "longitude": 20.0 * i - 100,
-                "text": CAPTIONS[i % 3],
-            }
-        )
-    write_imagefolder_metadata(root, pd.DataFrame(rows))
-    return root
+def imagefolder(captioned_images):
+    return captioned_images
 
 
 def test_train_saves_loadable_open_clip_weights(train_script, imagefolder, tmp_path):

@@ -3,10 +3,6 @@ process reload, Hub push), full fine-tuning from a saved GPSToImagePipeline, con
 gradient accumulation, 2 processes, CLI errors."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +19,6 @@ from geo_models.testing.tiny import TINY_GPS_AREA, tiny_sd_components, tiny_stab
 from geo_models.training.stable_diffusion import check_drop_probs, condition_dropout_masks, drop_tokens, noisy_latents
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "--resolution", "32", "--train_batch_size", "4", "--learning_rate", "1e-3", "--lora_rank", "2",
-    "--validation_inference_steps", "2", "--logging_steps", "1",
-]  # fmt: skip
 SAMPLE = {"num_inference_steps": 2, "output_type": "np"}
 ATTENTION = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
 
@@ -41,40 +33,21 @@ def data(tmp_path_factory):
     return root
 
 
-def unet_weights(folder) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(folder) / "unet" / "diffusion_pytorch_model.safetensors"))
+@pytest.fixture
+def run(train_script, data, tiny_sd_finetune_args):
+    def train(out, *extra):
+        argv = ["--pretrained_model_name_or_path", str(data / "sd"), "--train_data", str(data / "city")]
+        argv += ["--output_dir", str(out), *tiny_sd_finetune_args, *extra]
+        return train_script("train_gps_to_image").main(argv)
+
+    return train
 
 
-def run(train_script, data, out, *extra):
-    argv = ["--pretrained_model_name_or_path", str(data / "sd"), "--train_data", str(data / "city")]
-    return train_script("train_gps_to_image").main([*argv, "--output_dir", str(out), *TINY, *extra])
-
-
-FRESH_PROCESS = textwrap.dedent(
-    """
-    import sys
-
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(1)
-    import geo_models.generation  # noqa: F401
-    from diffusers import DiffusionPipeline
-
-    images = []
-    for source in sys.argv[2:]:
-        pipe = DiffusionPipeline.from_pretrained(source)
-        assert type(pipe).__name__ == "GPSToImagePipeline", type(pipe)
-        images.append(pipe("a street", 40.78, -73.96, num_inference_steps=2, output_type="np",
-                           generator=torch.Generator().manual_seed(0)).images)
-    np.save(sys.argv[1], np.stack(images))
-    """
-)
-
-
-def test_lora_run_saves_pipeline_lora_and_card_and_pushes(train_script, data, tmp_path, local_hub):
+def test_lora_run_saves_pipeline_lora_and_card_and_pushes(
+    train_script, data, tmp_path, local_hub, run, unet_weights, generate_in_fresh_process
+):
     out = tmp_path / "out"
-    pipe = run(train_script, data, out, "--max_train_steps", "3", "--validation_steps", "2", "--push_to_hub",
+    pipe = run(out, "--max_train_steps", "3", "--validation_steps", "2", "--push_to_hub",
                "--hub_model_id", "tester/gps-to-image")  # fmt: skip
     assert isinstance(pipe, GPSToImagePipeline)
     for name in ("model_index.json", "gps_embedder/config.json", "pytorch_lora_weights.safetensors", "README.md"):
@@ -121,13 +94,10 @@ def test_lora_run_saves_pipeline_lora_and_card_and_pushes(train_script, data, tm
     assert "gps_embedder/config.json" in files and not any(f.startswith(("checkpoint-", "logs/")) for f in files)
 
     # a fresh process: DiffusionPipeline.from_pretrained(folder / repo id) generates what the returned pipeline does
-    npy = tmp_path / "images.npy"
-    cmd = [sys.executable, "-c", FRESH_PROCESS, str(npy), str(out), "tester/gps-to-image"]
-    result = subprocess.run(cmd, env={**os.environ, **local_hub.env()}, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    call = {"prompt": "a street", "latitude": 40.78, "longitude": -73.96}
+    images = generate_in_fresh_process("GPSToImagePipeline", call, out, "tester/gps-to-image")
     pipe.set_progress_bar_config(disable=True)
     expected = pipe("a street", 40.78, -73.96, generator=torch.Generator().manual_seed(0), **SAMPLE).images
-    images = np.load(npy)
     assert images.shape == (2, 1, 32, 32, 3)
     # loaded copies (folder, repo id) may run other MKL kernels: equal up to float32 rounding (testing.tolerances)
     np.testing.assert_allclose(images[0], expected, rtol=0, atol=IMAGE_ATOL)
@@ -135,13 +105,13 @@ def test_lora_run_saves_pipeline_lora_and_card_and_pushes(train_script, data, tm
 
 
 @pytest.mark.filterwarnings("ignore:latlon. some coordinates lie outside the training area")
-def test_full_finetune_from_saved_gps_pipeline(train_script, data, tmp_path):
+def test_full_finetune_from_saved_gps_pipeline(train_script, data, tmp_path, run, unet_weights, tiny_sd_finetune_args):
     """--finetune full from a saved GPSToImagePipeline: its embedder (area) continues, the whole UNet trains."""
     out = tmp_path / "full"
     pipe = train_script("train_gps_to_image").main(
         ["--pretrained_model_name_or_path", str(data / "gps"), "--train_data", str(data / "city"),
-         "--output_dir", str(out), *TINY, "--finetune", "full", "--max_train_steps", "2", "--checkpointing_steps", "2",
-         "--mixed_precision", "bf16", "--gradient_checkpointing"]
+         "--output_dir", str(out), *tiny_sd_finetune_args, "--finetune", "full", "--max_train_steps", "2",
+         "--checkpointing_steps", "2", "--mixed_precision", "bf16", "--gradient_checkpointing"]
     )  # fmt: skip
     assert tuple(pipe.gps_embedder.config.lat_range) == TINY_GPS_AREA["lat_range"]
     assert not (out / "pytorch_lora_weights.safetensors").exists()
@@ -154,7 +124,7 @@ def test_full_finetune_from_saved_gps_pipeline(train_script, data, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # a full checkpoint is no LoRA checkpoint (LoRA runs load non-strictly, so this is checked)
     with pytest.raises(ValueError, match="resume_from_checkpoint: .* does not hold this run's weights"):
-        run(train_script, data, tmp_path / "lora", "--max_train_steps", "3", "--resume_from_checkpoint",
+        run(tmp_path / "lora", "--max_train_steps", "3", "--resume_from_checkpoint",
             str(out / "checkpoint-2"))  # fmt: skip
 
 
@@ -202,17 +172,17 @@ def test_noisy_latents_targets():
     assert not torch.equal(target, noisy_latents(vae, DDPMScheduler(), pixels, torch.Generator().manual_seed(0))[2])
 
 
-def test_resume_matches_uninterrupted_run(train_script, data, tmp_path, interrupted_after_checkpoint):
+def test_resume_matches_uninterrupted_run(tmp_path, interrupted_after_checkpoint, run):
     """LoRA + gradient accumulation 2: killed right after the checkpoint at step 2 (which holds only the trainable
     weights) and resumed, the run ends with the same weights and losses as 4 steps in one go."""
     common = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--gradient_accumulation_steps", "2"]
     common += ["--validation_steps", "100", "--seed", "3"]
-    run(train_script, data, tmp_path / "a", *common)
+    run(tmp_path / "a", *common)
     with interrupted_after_checkpoint():
-        run(train_script, data, tmp_path / "b", *common)
+        run(tmp_path / "b", *common)
     saved = load_file(str(tmp_path / "b" / "checkpoint-2" / "model_0.safetensors"))
     assert all(".lora_" in k or k.startswith("embedder.") for k in saved) and any(".lora_" in k for k in saved)
-    run(train_script, data, tmp_path / "b", *common, "--resume_from_checkpoint", "latest")
+    run(tmp_path / "b", *common, "--resume_from_checkpoint", "latest")
     for sub in ("unet/diffusion_pytorch_model.safetensors", "gps_embedder/diffusion_pytorch_model.safetensors"):
         a, b = load_file(str(tmp_path / "a" / sub)), load_file(str(tmp_path / "b" / sub))
         assert all(torch.equal(a[k], b[k]) for k in a), sub
@@ -220,12 +190,12 @@ def test_resume_matches_uninterrupted_run(train_script, data, tmp_path, interrup
     assert [json.loads(r)["loss"] for r in logs[0]] == [json.loads(r)["loss"] for r in logs[1]]
 
 
-def test_two_processes(data, tmp_path, launch_two_processes):
+def test_two_processes(data, tmp_path, launch_two_processes, tiny_sd_finetune_args):
     """Two CPU processes under accelerate (torchrun + gloo), LoRA: RNG per rank checkpointed, pipeline saved."""
     out = tmp_path / "ddp"
     argv = [
         "--pretrained_model_name_or_path", str(data / "sd"), "--train_data", str(data / "city"),
-        "--output_dir", str(out), *TINY, "--max_train_steps", "2", "--checkpointing_steps", "2",
+        "--output_dir", str(out), *tiny_sd_finetune_args, "--max_train_steps", "2", "--checkpointing_steps", "2",
     ]  # fmt: skip
     result = launch_two_processes("train_gps_to_image", argv)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -238,12 +208,8 @@ def test_two_processes(data, tmp_path, launch_two_processes):
 
 
 @pytest.fixture(scope="module")
-def no_latitude(tmp_path_factory, data):
-    root = tmp_path_factory.mktemp("no_latitude")
-    meta = pd.read_csv(data / "city" / "metadata.csv").drop(columns="latitude")
-    meta["file_name"] = [str(data / "city" / f) for f in meta["file_name"]]
-    meta.to_csv(root / "metadata.csv", index=False)
-    return root
+def no_latitude(tmp_path_factory, data, metadata_only_copy):
+    return metadata_only_copy(data / "city", tmp_path_factory.mktemp("no_latitude"), drop=("latitude",))
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,8 @@
 """geo_models.training.features and .sources: seeded image batches and backbone fine-tuning shared by the trainers."""
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
-from geo_models.data.imagefolder import write_imagefolder_metadata
 from geo_models.encoders.image import OpenCLIPBackbone
 from geo_models.training import (
     ImageFolderSource,
@@ -18,16 +14,8 @@ from geo_models.training import (
 
 
 @pytest.fixture(scope="module")
-def imagefolder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("images")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(10):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / f"images/{i}.png")
-        rows.append({"file_name": f"images/{i}.png", "latitude": -40.0 + 8 * i, "longitude": 100.0 - 20 * i})
-    write_imagefolder_metadata(root, pd.DataFrame(rows))
-    return root
+def imagefolder(geotagged_images):
+    return geotagged_images
 
 
 def take(source, start_step, n):

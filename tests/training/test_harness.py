@@ -161,3 +161,18 @@ def test_finish_run_evaluates_saves_with_card_and_pushes(embedding_parquet, tmp_
     files = HfApi().list_repo_files("me/toy")
     assert "weights.txt" in files and "eval_results.json" in files
     assert not any(f.startswith(("checkpoint-", "logs/")) for f in files)
+
+
+def test_checkpoints_of_the_old_loops_are_refused_with_the_reason(embedding_parquet, tmp_path):
+    """A checkpoint without the shared loop's mark whose state does not fit (e.g. the old train_locdiff had no
+    scheduler) stops the resume with a message saying which old checkpoints resume and which do not."""
+    train(tmp_path, embedding_parquet, "--max_train_steps", "2", "--checkpointing_steps", "2")
+    manifest_path = tmp_path / "checkpoint-2" / "checkpoint.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["loop"]
+    for name in [n for n in manifest["files"] if n.startswith("scheduler_0.")]:
+        del manifest["files"][name]
+        (tmp_path / "checkpoint-2" / name).unlink()
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="scheduler_0.json is missing.*before the shared training loop"):
+        train(tmp_path, embedding_parquet, "--max_train_steps", "4", "--resume_from_checkpoint", "latest")

@@ -6,13 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
-
-from geo_models.data.imagefolder import write_imagefolder_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 # script -> (data fixture, tiny flags, the saved weights file compared after a resume)
@@ -37,23 +33,6 @@ TRAINERS = {
         "--model_name", "tiny-vit", "--train_batch_size", "4", "--learning_rate", "1e-3", "--lr_warmup_steps", "1",
     ], "open_clip_model.safetensors"),
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def captioned_images(tmp_path_factory):
-    """12 noisy single-colour images with three captions (what train_clip contrasts)."""
-    root = tmp_path_factory.mktemp("captioned")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    captions = ["a photo taken in Krakow, Poland", "a photo taken in Tokyo, Japan", "a photo of the open ocean"]
-    rows = []
-    for i in range(12):
-        pixels = np.clip(rng.integers(0, 255, 3) + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / f"images/{i}.png")
-        rows.append({"file_name": f"images/{i}.png", "latitude": -50.0 + 8 * i, "longitude": 20.0 * i - 100,
-                     "text": captions[i % 3]})  # fmt: skip
-    write_imagefolder_metadata(root, pd.DataFrame(rows))
-    return root
 
 
 def flags(request, name: str, output_dir, *extra) -> list[str]:
@@ -111,3 +90,38 @@ def test_two_processes(name, request, tmp_path, launch_two_processes):
         "rng_state_1.json",
     ]
     assert (out / TRAINERS[name][2]).is_file()
+
+
+@pytest.mark.parametrize(
+    "name, metric", [("train_flow", "nll"), ("train_locdiff", "acc_25km"), ("train_geoclip", "acc_25km"),
+                     ("train_gps_clip", "gps_score")],
+)  # fmt: skip
+def test_validation_card_and_push(name, metric, request, train_script, local_hub, tmp_path):
+    """--validation_data -> eval_results.json and the card's metrics; --push_to_hub uploads the saved folder (not its
+    checkpoints or logs), which loads from the Hub and predicts like the local copy."""
+    from huggingface_hub import HfApi
+
+    from geo_models.hub import load_model
+    from geo_models.testing import assert_latlon_close
+
+    data, repo = request.getfixturevalue(TRAINERS[name][0]), f"tester/{name.replace('_', '-')}"
+    argv = ["--max_train_steps", "2", "--checkpointing_steps", "1", "--validation_data", str(data)]
+    train_script(name).main(flags(request, name, tmp_path, *argv, "--push_to_hub", "--hub_model_id", repo))
+    metrics = json.loads((tmp_path / "eval_results.json").read_text())
+    assert metrics["n"] == 48 and np.isfinite(metrics[metric])
+    info = HfApi().model_info(repo)
+    assert metric in info.card_data["metrics"]
+    files = HfApi().list_repo_files(repo)
+    assert TRAINERS[name][2] in files and not any(f.startswith(("checkpoint-", "logs/")) for f in files)
+    pulled, local = load_model(repo), load_model(tmp_path)
+    x = torch.randn(3, 8)
+    if name == "train_gps_clip":
+        latlon = torch.tensor([[10.0, 20.0], [-30.0, 40.0], [50.0, -60.0]])
+        torch.testing.assert_close(pulled.gps_score(image_embeddings=x, latlon=latlon),
+                                   local.gps_score(image_embeddings=x, latlon=latlon))  # fmt: skip
+    else:
+        predict = {"num_samples": 2, "num_inference_steps": 2} if name != "train_geoclip" else {}
+        kwargs = {"generator": torch.Generator().manual_seed(0)} if predict else {}
+        a = pulled.predict(image_embeddings=x, **predict, **kwargs)
+        kwargs = {"generator": torch.Generator().manual_seed(0)} if predict else {}
+        assert_latlon_close(a.latlon, local.predict(image_embeddings=x, **predict, **kwargs).latlon)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from geo_models.data.procedural.world import check_count, check_image_size, check_seed, to_uint8, write_imagefolder
+from geo_models.data.procedural.common import check_count, check_image_size, check_seed, to_uint8, write_imagefolder
 from geo_models.sphere import destination, haversine_km
 
 MANHATTAN_BBOX = (40.68, -74.05, 40.88, -73.90)  # (lat_min, lon_min, lat_max, lon_max), degrees

