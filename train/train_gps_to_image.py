@@ -149,6 +149,9 @@ def main(argv=None) -> GPSToImagePipeline:
 
     # 3. Validation grids at the validation points (eq. 4 guidance)
     points, prompts = validation_points(args, source)
+    outside = ~embedder.contains(points[:, 0], points[:, 1])
+    if outside.any():  # the embedder extrapolates there: the grids say little about training
+        logger.warning("--validation_gps: %s lie outside the GPS area %s", points[outside].tolist(), embedder.area)
     validate = sd.grid_validator(
         run, pipe, prompt=prompts, latitude=points[:, 0], longitude=points[:, 1],
         text_guidance_scale=args.validation_text_guidance_scale, gps_guidance_scale=args.validation_gps_guidance_scale,

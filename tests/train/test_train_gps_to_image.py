@@ -240,3 +240,10 @@ def test_cli_errors(train_script, data, no_latitude, tmp_path, capsys, extra, me
     assert message in err, err
     if str(no_latitude) in extra:
         assert "latitude" in err
+
+
+def test_validation_points_outside_the_embedders_area_warn(run, tmp_path, caplog):
+    """The trainer checks --validation_gps against the GPS embedder's trained area (GPSEmbedder.contains)."""
+    with caplog.at_level("WARNING", logger="train_gps_to_image"):
+        run(tmp_path, "--max_train_steps", "1", "--validation_gps", "0,0", "40.78,-73.96")
+    assert "[[0.0, 0.0]] lie outside the GPS area" in caplog.text
