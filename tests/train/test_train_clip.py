@@ -62,3 +62,20 @@ def test_random_resized_crop_is_identity_at_full_scale(train_script):
     torch.testing.assert_close(crop(x, (1.0, 1.0), (1.0, 1.0)), x, atol=1e-5, rtol=0)
     y = crop(x, (0.5, 0.5))
     assert y.shape == x.shape and not torch.allclose(y, x)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--crop_scale", "0.9", "0.5"], "--crop_scale"),
+        (["--min_lr_ratio", "2"], "--min_lr_ratio"),
+        (["--train_batch_size", "0"], "--train_batch_size"),
+        (["--learning_rate", "0"], "--learning_rate"),
+        (["--max_grad_norm", "-1"], "--max_grad_norm"),
+    ],
+)
+def test_cli_errors(train_script, imagefolder, tmp_path, capsys, extra, message):
+    argv = ["--train_data", str(imagefolder), "--output_dir", str(tmp_path), *extra]
+    with pytest.raises(SystemExit):
+        train_script("train_clip").parse_args(argv)
+    assert message in capsys.readouterr().err

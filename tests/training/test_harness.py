@@ -47,7 +47,7 @@ class Counter(nn.Module):
 def toy_loss(model, features, latlon, generator):
     """Regress the location from the features, with dropout drawn from the global RNG and noise from the step's
     generator: both must replay after a resume."""
-    noise = torch.randn(latlon.shape, generator=generator)
+    noise = torch.randn(latlon.shape, generator=generator).to(latlon.device)
     pred = model.net(nn.functional.dropout(features, 0.1, training=True))
     return ((pred - latlon / 90 - 0.01 * noise) ** 2).mean()
 
