@@ -80,3 +80,43 @@ def unet_weights():
     from safetensors.torch import load_file
 
     return lambda folder: load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_base(tmp_path_factory):
+    """A saved tiny Stable Diffusion pipeline (``geo_models.testing.tiny``): the base the SD trainers fine-tune."""
+    from geo_models.testing.tiny import tiny_stable_diffusion_pipeline
+
+    path = tmp_path_factory.mktemp("tiny_sd") / "sd"
+    tiny_stable_diffusion_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sd_data(tmp_path_factory, tiny_sd_base):
+    """``sd_data(name, **writers) -> folder``: ``sd/`` (the tiny base) and ``writer(folder / key)`` for each keyword
+    (saved pipelines to continue from, training images)."""
+
+    def make(name: str, **writers):
+        root = tmp_path_factory.mktemp(name)
+        (root / "sd").symlink_to(tiny_sd_base)
+        for sub, write in writers.items():
+            write(root / sub)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def sd_trainer(train_script, tiny_sd_finetune_args):
+    """``sd_trainer(script, data, train_data) -> run(out, *flags, base="sd")``: the script's ``main`` on
+    ``data / base`` (a folder of bases) and ``data / train_data`` with the tiny flags."""
+
+    def make(script: str, data, train_data: str):
+        def run(out, *extra, base: str = "sd"):
+            argv = ["--pretrained_model_name_or_path", str(data / base), "--train_data", str(data / train_data)]
+            return train_script(script).main([*argv, "--output_dir", str(out), *tiny_sd_finetune_args, *extra])
+
+        return run
+
+    return make

@@ -3,6 +3,7 @@
 fresh-process reload; Hub push), eq. 7's null condition in training, the prior loss, full fine-tuning from a saved
 AngleToImagePipeline, exact resume, CLI errors."""
 
+import functools
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from geo_models.data.procedural import generate_landmark
 from geo_models.data.procedural.landmark import LANDMARK_CENTRE
 from geo_models.generation import AngleEmbedder, AngleToImagePipeline
 from geo_models.testing import IMAGE_ATOL, tiny_angle_to_image_pipeline
-from geo_models.testing.tiny import TINY_LANDMARK_CENTRE, tiny_sd_components, tiny_stable_diffusion_pipeline
+from geo_models.testing.tiny import TINY_LANDMARK_CENTRE, tiny_sd_components
 
 ATTENTION = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
 PRIOR = ["--with_prior_preservation", "--class_prompt", "A photo of a building", "--class_inference_steps", "2"]
@@ -24,23 +25,15 @@ PRIOR += ["--sample_batch_size", "2"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """An SD base (tiny components), a saved tiny AngleToImagePipeline (Eiffel Tower centre), 16 landmark views."""
-    root = tmp_path_factory.mktemp("angle_to_image")
-    tiny_stable_diffusion_pipeline().save_pretrained(root / "sd")
-    tiny_angle_to_image_pipeline().save_pretrained(root / "angle")
-    generate_landmark(root / "landmark", num_images=16, image_size=32, seed=0, progress=False)
-    return root
+def data(sd_data):
+    """The SD base (tiny components), a saved tiny AngleToImagePipeline (Eiffel Tower centre), 16 landmark views."""
+    images = functools.partial(generate_landmark, num_images=16, image_size=32, seed=0, progress=False)
+    return sd_data("angle_to_image", angle=tiny_angle_to_image_pipeline().save_pretrained, landmark=images)
 
 
 @pytest.fixture
-def train(train_script, data, tiny_sd_finetune_args):
-    def run(out, *extra, base="sd"):
-        argv = ["--pretrained_model_name_or_path", str(data / base), "--train_data", str(data / "landmark")]
-        return train_script("train_angle_to_image").main([*argv, "--output_dir", str(out), *tiny_sd_finetune_args,
-                                                          *extra])  # fmt: skip
-
-    return run
+def train(sd_trainer, data):
+    return sd_trainer("train_angle_to_image", data, "landmark")
 
 
 def test_lora_prior_preservation_run_saves_reloads_and_pushes(

@@ -2,6 +2,7 @@
 process reload, Hub push), full fine-tuning from a saved GPSToImagePipeline, condition dropout, exact resume with
 gradient accumulation, 2 processes, CLI errors."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from geo_models.data.procedural import generate_city
 from geo_models.generation import GPSEmbedder, GPSToImagePipeline
 from geo_models.testing import IMAGE_ATOL, tiny_gps_to_image_pipeline
-from geo_models.testing.tiny import TINY_GPS_AREA, tiny_sd_components, tiny_stable_diffusion_pipeline
+from geo_models.testing.tiny import TINY_GPS_AREA, tiny_sd_components
 from geo_models.training.stable_diffusion import check_drop_probs, condition_dropout_masks, drop_tokens, noisy_latents
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,23 +25,15 @@ ATTENTION = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """An SD base (tiny components), a saved tiny GPSToImagePipeline, and a 16-image Manhattan imagefolder."""
-    root = tmp_path_factory.mktemp("gps_to_image")
-    tiny_stable_diffusion_pipeline().save_pretrained(root / "sd")
-    tiny_gps_to_image_pipeline().save_pretrained(root / "gps")
-    generate_city(root / "city", num_images=16, image_size=32, seed=0, progress=False)
-    return root
+def data(sd_data):
+    """The SD base (tiny components), a saved tiny GPSToImagePipeline, and a 16-image Manhattan imagefolder."""
+    images = functools.partial(generate_city, num_images=16, image_size=32, seed=0, progress=False)
+    return sd_data("gps_to_image", gps=tiny_gps_to_image_pipeline().save_pretrained, city=images)
 
 
 @pytest.fixture
-def run(train_script, data, tiny_sd_finetune_args):
-    def train(out, *extra):
-        argv = ["--pretrained_model_name_or_path", str(data / "sd"), "--train_data", str(data / "city")]
-        argv += ["--output_dir", str(out), *tiny_sd_finetune_args, *extra]
-        return train_script("train_gps_to_image").main(argv)
-
-    return train
+def run(sd_trainer, data):
+    return sd_trainer("train_gps_to_image", data, "city")
 
 
 def test_lora_run_saves_pipeline_lora_and_card_and_pushes(
