@@ -44,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_optim_args(
         p, train_batch_size=512, learning_rate=3e-5, num_train_epochs=10, lr_scheduler="step_decay",
         weight_decay=1e-6, max_grad_norm=0.0,
+        lr_scheduler_help="step_decay (the paper's: times --lr_decay once per epoch) or a get_scheduler name",
     )  # fmt: skip
     p.add_argument("--lr_decay", type=float, default=0.87, help="--lr_scheduler step_decay: lr factor per epoch")
     training.add_run_args(p)
@@ -81,6 +82,12 @@ def build_model(args, embedding_dim: int | None) -> GeoCLIP:
     if model.backbone is not None:
         training.setup_finetuning(model.backbone, args.finetune, lora_rank=args.lora_rank)
     return model
+
+
+def adam(args):
+    """The paper's optimizer: Adam (not AdamW) with --learning_rate, --adam_beta1/2 and --weight_decay."""
+    betas = (args.adam_beta1, args.adam_beta2)
+    return lambda params: torch.optim.Adam(params, lr=args.learning_rate, betas=betas, weight_decay=args.weight_decay)
 
 
 def step_decay(args, source, world: int):
@@ -140,7 +147,7 @@ def main(argv=None) -> GeoCLIP:
         run,
         model,
         source,
-        optimizer=lambda params: torch.optim.Adam(params, lr=args.learning_rate, weight_decay=args.weight_decay),
+        optimizer=adam(args),
         lr_scheduler=step_decay(args, source, run.world) if args.lr_scheduler == "step_decay" else None,
         state=[queue],
         after_step=enqueue,

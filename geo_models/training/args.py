@@ -53,16 +53,18 @@ def add_optim_args(
     weight_decay: float = 1e-2,
     max_grad_norm: float = 1.0,
     max_train_steps: int | None = None,
+    lr_scheduler_help: str = "diffusers.optimization.get_scheduler name",
 ) -> None:
     """Batch, optimizer (AdamW unless the script says otherwise), learning-rate schedule (diffusers'
-    ``get_scheduler`` names), clipping and length; defaults are the script's paper's."""
+    ``get_scheduler`` names, or what ``lr_scheduler_help`` says), clipping and length; defaults are the script's
+    paper's."""
     p = parser
     p.add_argument("--train_batch_size", type=int, default=train_batch_size, help="per process")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--max_train_steps", type=int, default=max_train_steps, help="optimizer steps (default: epochs)")
     p.add_argument("--num_train_epochs", type=int, default=num_train_epochs)
     p.add_argument("--learning_rate", type=float, default=learning_rate)
-    p.add_argument("--lr_scheduler", default=lr_scheduler, help="diffusers.optimization.get_scheduler name")
+    p.add_argument("--lr_scheduler", default=lr_scheduler, help=lr_scheduler_help)
     p.add_argument("--lr_warmup_steps", type=int, default=lr_warmup_steps)
     p.add_argument("--adam_beta1", type=float, default=adam_beta1)
     p.add_argument("--adam_beta2", type=float, default=adam_beta2)
