@@ -260,7 +260,8 @@ def finish_run(
             metrics = evaluate(args.validation_data)
             write_json_atomic(output_dir / "eval_results.json", metrics)
             logger.info("validation: %s", metrics)
-        card_kwargs = {"training_data": str(args.train_data), **(card or {})}
+        card_kwargs = {"training_data": str(args.train_data)} if getattr(args, "train_data", None) else {}
+        card_kwargs.update(card or {})
         if metrics:
             card_kwargs["metrics"] = {k: v for k, v in metrics.items() if k != "n"}
         if callable(getattr(save, "save_pretrained", None)):
