@@ -6,10 +6,14 @@ being what the angle model is conditioned on); each render gets the SDS gradient
 (``AngleSDSGuidance``: eq. 7 guidance, w(t) = sigma_t^2, the timestep interval annealed from [0.98, 0.98] to
 [0.02, 0.50]); Adam, lr 0.01 (sec. 4.1). The first ``--albedo_steps`` steps render the albedo only, later ones
 Lambertian shading from a light near the camera or, with probability ``--textureless_prob``, textureless shading
-(DreamFusion). Runs on the shared training loop (``geo_models.training``: checkpoints, exact resume, logs);
-cameras, jitter, timesteps and noise are functions of (seed, step). Output: ``nerf/`` (the field, safetensors +
-config), ``mesh.glb`` (marching cubes, vertex colours, Y-up), ``turntable.png`` and preview renders under
-``validation/``.
+(DreamFusion). Regularisers (DreamFusion / stable-dreamfusion): the orientation penalty ``sum_i w_i max(0, n_i .
+d)^2`` on shaded steps (``--lambda_orient``) and an opacity sparsity term ``mean sqrt(opacity^2 + 0.01)``
+(``--lambda_opacity``). ``--baseline text_view`` runs the paper's comparison instead (sec. 4.5, Table 3): DreamFusion
+with view-dependent prompts, "{prompt}, {front|side|back} view", from a text-only model trained with
+``train_angle_to_image.py --view_prompts``; the same NeRF, cameras and budget. Runs on the shared training loop
+(``geo_models.training``: checkpoints, exact resume, logs); cameras, jitter, timesteps and noise are functions of
+(seed, step). Output: ``nerf/`` (the field, safetensors + config), ``mesh.glb`` (marching cubes, vertex colours,
+Y-up), ``turntable.png`` and preview renders under ``validation/``.
 
 Examples:
     python train/sds_to_mesh.py --pretrained_model_name_or_path outputs/angle --prompt "A photo of Meridian Hall" \
@@ -25,7 +29,16 @@ import argparse
 import torch
 
 from geo_models import training
-from geo_models.sds import AngleSDSGuidance, CameraSampler, NeRFField, export_glb, extract_mesh, render_image
+from geo_models.sds import (
+    AngleSDSGuidance,
+    CameraSampler,
+    NeRFField,
+    export_glb,
+    extract_mesh,
+    render_image,
+    render_view,
+)
+from geo_models.sds.views import DEFAULT_FRONT_AZIMUTH_DEG
 
 PRESETS = {  # --preset: CPU-sized runs (flags given explicitly still win)
     "smoke": {"max_train_steps": 4, "resolution": 32, "num_samples": 16, "grid_levels": 2, "grid_max_resolution": 16,
@@ -48,6 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hidden_dim", type=int, default=64)
     p.add_argument("--albedo_steps", type=int, default=500, help="albedo-only renders first (DreamFusion)")
     p.add_argument("--textureless_prob", type=float, default=0.5, help="later steps: textureless instead of shaded")
+    p.add_argument("--lambda_orient", type=float, default=1e-2, help="orientation penalty (shaded steps)")
+    p.add_argument("--lambda_opacity", type=float, default=1e-3, help="opacity sparsity, mean sqrt(o^2 + 0.01)")
+    p.add_argument("--baseline", choices=("text_view",), default=None,
+                   help="DreamFusion with view prompts (Table 3), from a --view_prompts model")
+    p.add_argument("--front_azimuth_deg", type=float, default=DEFAULT_FRONT_AZIMUTH_DEG,
+                   help="--baseline text_view: azimuth of a camera facing the front")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
     p.add_argument("--mesh_resolution", type=int, default=128, help="marching-cubes grid side")
     p.add_argument("--mesh_threshold", type=float, default=None, help="density level (default: automatic)")
     p.add_argument("--validation_steps", type=int, default=500, help="preview turntable every N steps")
@@ -64,6 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.check_args(p, args, positive=(*positive, "validation_steps"), non_negative=("albedo_steps",))
     if not args.prompt.strip():
         p.error("--prompt must not be empty")
+    for name in ("lambda_orient", "lambda_opacity"):
+        if not getattr(args, name) >= 0:
+            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available (use --device cpu or auto)")
     if not 0 <= args.textureless_prob <= 1:
         p.error(f"--textureless_prob must be in [0, 1], got {args.textureless_prob}")
     kind = _pipeline_class(args)
@@ -131,7 +156,9 @@ def main(argv=None) -> NeRFField:
     # 1. The frozen angle-to-image model as SDS guidance, the cameras, the NeRF
     pipe = AngleToImagePipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
     pipe.to(run.device)
-    guidance = AngleSDSGuidance(pipe, args.prompt, guidance_scale=args.guidance_scale)
+    conditioning = args.baseline or "angle"
+    guidance = AngleSDSGuidance(pipe, args.prompt, guidance_scale=args.guidance_scale, conditioning=conditioning,
+                                front_azimuth_deg=args.front_azimuth_deg)  # fmt: skip
     sampler = CameraSampler(resolution=args.resolution)
     source = CameraSource(sampler, args.train_batch_size, args.seed)
     field = NeRFField(
@@ -142,20 +169,25 @@ def main(argv=None) -> NeRFField:
         seed=args.seed,
     )
 
-    # 2. Loss: renders from the step's cameras -> SDS gradient of eq. 10 (the UNet is never differentiated)
+    # 2. Loss: renders from the step's cameras -> SDS gradient of eq. 10 (the UNet is never differentiated),
+    #    + the orientation penalty (shaded steps, where normals exist) and the opacity sparsity term
     def compute_loss(model, batch, generator):
         step, cameras = batch
         nerf = run.accelerator.unwrap_model(model)
         shading = shading_of(step, args, generator)
-        images = []
+        views = []
         for camera in cameras:
             light = camera.position + 0.5 * torch.randn(3, generator=generator)  # a light near the camera
             light = (light / light.norm()).to(run.device)
-            images.append(render_image(nerf, camera.to(run.device), num_samples=args.num_samples,
-                                       generator=generator, shading=shading, light_dir=light))  # fmt: skip
+            views.append(render_view(nerf, camera.to(run.device), num_samples=args.num_samples,
+                                     generator=generator, shading=shading, light_dir=light))  # fmt: skip
         azimuths = torch.tensor([c.azimuth_deg for c in cameras])
-        loss, _ = guidance.loss(torch.stack(images), azimuths, generator, step=step, max_steps=args.max_train_steps)
-        return loss
+        images = torch.stack([v["rgb"] for v in views])
+        loss, _ = guidance.loss(images, azimuths, generator, step=step, max_steps=args.max_train_steps)
+        opacity = torch.stack([v["opacity"] for v in views])
+        orientation = torch.stack([v["orientation"] for v in views]).mean()
+        sparsity = (opacity.square() + 0.01).sqrt().mean()
+        return loss + args.lambda_orient * orientation + args.lambda_opacity * sparsity
 
     # 3. Train (Adam, lr 0.01), preview turntables every --validation_steps
     def preview(step):

@@ -17,6 +17,11 @@ Paper defaults (A.2.1): 256 px, constant lr 5e-4, 800 steps, lambda 1. Runs unde
 validation grids over a ring of azimuths; saves an ``AngleToImagePipeline`` (LoRA merged, and alone in diffusers'
 format next to ``angle_embedder/``), a model card, and pushes.
 
+``--view_prompts`` trains the paper's baseline instead (sec. 4.5, Table 3: DreamFusion with view-dependent prompts):
+a text-only model, the same data and recipe, captions "{caption}, {front|side|back} view" from each photo's azimuth
+(:mod:`geo_models.sds.views`, front at ``--front_azimuth_deg``) and the angle tokens always zeroed; SDS then guides
+with ``train/sds_to_mesh.py --baseline text_view``.
+
 Examples:
     python train/train_angle_to_image.py --pretrained_model_name_or_path CompVis/stable-diffusion-v1-4 \
         --train_data data/landmark --output_dir outputs/angle --max_train_steps 800 --with_prior_preservation \
@@ -35,6 +40,7 @@ import torch
 
 from geo_models.generation import AngleEmbedder, AngleToImagePipeline
 from geo_models.hub import render_model_card
+from geo_models.sds.views import DEFAULT_FRONT_AZIMUTH_DEG, view_prompt, view_words
 from geo_models.training import fit, start_run
 from geo_models.training import stable_diffusion as sd
 
@@ -64,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sample_batch_size", type=int, default=4, help="class image generation batch")
     p.add_argument("--class_inference_steps", type=int, default=50)
     p.add_argument("--class_guidance_scale", type=float, default=7.5)
+    p.add_argument("--view_prompts", action="store_true",
+                   help="the DreamFusion baseline (Table 3): view words in the captions, angle tokens always zeroed")
+    p.add_argument("--front_azimuth_deg", type=float, default=DEFAULT_FRONT_AZIMUTH_DEG,
+                   help="--view_prompts: azimuth of a camera facing the front (180: the procedural landmark)")
     p.add_argument("--validation_azimuths", type=float, nargs="+", default=[0.0, 90.0, 180.0, 270.0])
     p.add_argument("--validation_guidance_scale", type=float, default=7.5, help="s = 1 + w of eq. 7")
     args = p.parse_args(argv)
@@ -219,6 +229,10 @@ def main(argv=None) -> AngleToImagePipeline:
             len(captions), drop_text=0.0, drop_cond=0.0, drop_both=args.drop_both_prob, generator=generator
         )[1]
         angles, text_dropped, angle_dropped = embedder.azimuth(latlon), dropped, dropped
+        if args.view_prompts:  # the text-only baseline: the view word in the caption, never the angle tokens
+            views = view_words(angles, args.front_azimuth_deg)
+            captions = [view_prompt(c, v) for c, v in zip(captions, views)]
+            angle_dropped = torch.ones_like(dropped)
         if extra is not None:
             n = len(extra[2])
             pixels, captions = torch.cat([pixels, extra[0]]), captions + extra[2]
@@ -257,6 +271,7 @@ def write_card(args, pipe: AngleToImagePipeline, sample_image: str, prompt: str)
     base = args.pretrained_model_name_or_path
     keys = "finetune lora_rank resolution learning_rate train_batch_size max_train_steps seed drop_both_prob"
     keys = keys.split() + ["with_prior_preservation", "prior_loss_weight", "class_prompt", "num_class_images"]
+    keys += ["view_prompts"]
     tags = ["diffusers", "stable-diffusion", "text-to-image", "angle-to-image", *["lora"] * (args.finetune == "lora")]
     card = render_model_card(
         "angle_to_image",

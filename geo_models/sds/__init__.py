@@ -3,8 +3,8 @@ optimised so that its renders score well under the angle-to-image diffusion mode
 as a mesh.
 
 - :class:`NeRFField`: density / albedo field in a ball, with DreamFusion's density blob, normals and background.
-- :func:`render_rays`, :func:`render_image`, :func:`ray_sphere_bounds`, :class:`PinholeCamera`: differentiable
-  volume rendering with albedo / Lambertian / textureless shading.
+- :func:`render_rays`, :func:`render_image`, :func:`render_view`, :func:`ray_sphere_bounds`, :class:`PinholeCamera`:
+  differentiable volume rendering with albedo / Lambertian / textureless shading.
 - :class:`CameraSampler`, :class:`Camera`, :func:`camera_latlon`, :func:`camera_rays`: random / turntable virtual
   cameras around the landmark (ENU frame, azimuth clockwise from north as the angle model's), their GPS for the
   angle embedder and their unit pixel rays. A :class:`Camera` is also a camera for :func:`render_image`.
@@ -18,7 +18,7 @@ from geo_models.sds.cameras import Camera, CameraSampler, camera_latlon, camera_
 from geo_models.sds.field import NeRFField
 from geo_models.sds.guidance import AngleSDSGuidance, anneal_timestep_interval
 from geo_models.sds.mesh import export_glb, extract_mesh
-from geo_models.sds.render import PinholeCamera, ray_sphere_bounds, render_image, render_rays
+from geo_models.sds.render import PinholeCamera, ray_sphere_bounds, render_image, render_rays, render_view
 
 __all__ = [
     "AngleSDSGuidance",
@@ -34,4 +34,5 @@ __all__ = [
     "ray_sphere_bounds",
     "render_image",
     "render_rays",
+    "render_view",
 ]

@@ -17,6 +17,10 @@ VAE encoder and the renderer to the NeRF, skipping the UNet's Jacobian:
 
 ``t`` is drawn uniformly from an interval that is annealed during the optimisation (sec. 4.1: "The time step sampling
 interval is gradually reduced from [0.98, 0.98] to [0.02, 0.50]", as fractions of the training timesteps).
+
+``conditioning="text_view"`` is the paper's baseline (sec. 4.5, Table 3), DreamFusion with view-dependent prompts:
+the condition is the prompt with ", {front|side|back} view" from the camera's azimuth (:mod:`geo_models.sds.views`)
+and the angle tokens are zero, for a model trained that way (``train/train_angle_to_image.py --view_prompts``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from geo_models.checks import MAX_GUIDANCE_SCALE, MAX_IMAGE_SIDE, check_generator, check_int, check_number
+from geo_models.sds.views import DEFAULT_FRONT_AZIMUTH_DEG, VIEW_WORDS, view_prompt, view_words
 
 __all__ = [
     "DEFAULT_SDS_GUIDANCE_SCALE",
@@ -36,6 +41,7 @@ __all__ = [
     "SDS_LATENT_MODES",
     "SDS_REDUCTIONS",
     "SDS_WEIGHTINGS",
+    "SDS_CONDITIONINGS",
     "AngleSDSGuidance",
     "anneal_timestep_interval",
 ]
@@ -50,6 +56,7 @@ DEFAULT_MAX_STEP_PERCENT = (0.98, 0.50)
 SDS_WEIGHTINGS = ("sigma_squared", "uniform")
 SDS_LATENT_MODES = ("mean", "sample")
 SDS_REDUCTIONS = ("mean", "sum")
+SDS_CONDITIONINGS = ("angle", "text_view")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 RANGE_TOLERANCE = 1e-3  # images may leave [0, 1] by rounding only
 
@@ -142,6 +149,11 @@ class AngleSDSGuidance:
         reduction: ``"mean"`` (the loss is the batch mean of per-image SDS losses: ``d loss / d z_i = w(t_i)
             (eps_hat_i - eps_i) / B``, threestudio's convention, so the learning rate does not depend on ``B``) or
             ``"sum"`` (``d loss / d z_i = w(t_i) (eps_hat_i - eps_i)`` exactly).
+        conditioning: ``"angle"`` (the prompt and the camera's angle tokens, the paper's method) or ``"text_view"``
+            (the DreamFusion baseline of Table 3: ``"{prompt}, {front|side|back} view"`` from the camera's azimuth,
+            angle tokens zeroed; for a model trained with ``train_angle_to_image.py --view_prompts``).
+        front_azimuth_deg: for ``"text_view"``: the azimuth of a camera facing the front (see
+            :mod:`geo_models.sds.views`; 180 for the procedural landmark, whose porch faces south).
 
     Raises:
         ValueError: a bad argument; the message names it.
@@ -159,6 +171,8 @@ class AngleSDSGuidance:
         resolution: int | None = None,
         latent_mode: str = "mean",
         reduction: str = "mean",
+        conditioning: str = "angle",
+        front_azimuth_deg: float = DEFAULT_FRONT_AZIMUTH_DEG,
     ):
         from diffusers import DDPMScheduler
 
@@ -181,10 +195,13 @@ class AngleSDSGuidance:
             (weighting, "weighting", SDS_WEIGHTINGS),
             (latent_mode, "latent_mode", SDS_LATENT_MODES),
             (reduction, "reduction", SDS_REDUCTIONS),
+            (conditioning, "conditioning", SDS_CONDITIONINGS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         self.weighting, self.latent_mode, self.reduction = weighting, latent_mode, reduction
+        self.conditioning = conditioning
+        self.front_azimuth_deg = check_number(front_azimuth_deg, "front_azimuth_deg")
 
         self.pipeline, self.prompt = pipeline, prompt
         self.vae_scale_factor = pipeline.vae_scale_factor
@@ -204,6 +221,9 @@ class AngleSDSGuidance:
         pipeline.vae.requires_grad_(False)
         pipeline.unet.requires_grad_(False)
         self.text_embeddings = pipeline._encode_text([prompt]).detach()  # (1, L, D), once
+        # text_view: one embedding per view word, (3, L, D), in VIEW_WORDS order
+        views = [view_prompt(prompt, view) for view in VIEW_WORDS]
+        self.view_text_embeddings = pipeline._encode_text(views).detach() if conditioning == "text_view" else None
 
     # ------------------------------------------------------------------------------------------ checks
     def _check_resolution(self, resolution) -> int:
@@ -314,14 +334,20 @@ class AngleSDSGuidance:
 
         Returns:
             ``(eps_uncond, eps_cond)``, float32 ``(B, C, h, w)`` noise (converted from ``v`` for a ``v_prediction``
-            model): ``eps_uncond`` with text and angle tokens zeroed, ``eps_cond`` with the prompt and angle tokens.
+            model): ``eps_uncond`` with text and angle tokens zeroed, ``eps_cond`` with the prompt and angle tokens
+            (``text_view``: the view prompt, angle tokens zeroed).
         """
         pipe, unet = self.pipeline, self.pipeline.unet
         b = noisy_latents.shape[0]
         angles = self._check_azimuths(azimuth_deg, b)
         device, dtype = unet.device, unet.dtype
-        text = self.text_embeddings.to(device=device, dtype=dtype).expand(b, -1, -1)
         angle = pipe.angle_embedder(angles.to(device)).to(dtype)
+        if self.conditioning == "text_view":  # DreamFusion's view prompts, no angle tokens (zeroed as in training)
+            index = torch.tensor([VIEW_WORDS.index(v) for v in view_words(angles, self.front_azimuth_deg)])
+            text = self.view_text_embeddings.to(device=device, dtype=dtype)[index.to(device)]
+            angle = torch.zeros_like(angle)
+        else:
+            text = self.text_embeddings.to(device=device, dtype=dtype).expand(b, -1, -1)
         context = torch.cat([text, angle], dim=1)
         contexts = torch.cat([torch.zeros_like(context), context])  # eq. 7: text and angle zeroed together
         t = t.to(device=device, dtype=torch.long)
@@ -436,5 +462,5 @@ class AngleSDSGuidance:
             f"{type(self).__name__}(prompt={self.prompt!r}, guidance_scale={self.guidance_scale:g}, "
             f"min_step_percent={self.min_step_percent}, max_step_percent={self.max_step_percent}, "
             f"weighting={self.weighting!r}, resolution={self.resolution}, latent_mode={self.latent_mode!r}, "
-            f"reduction={self.reduction!r})"
+            f"reduction={self.reduction!r}, conditioning={self.conditioning!r})"
         )

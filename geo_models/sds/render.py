@@ -32,7 +32,7 @@ import torch
 
 from geo_models.checks import MAX_IMAGE_SIDE, MAX_INT, check_generator, check_int, check_number
 
-__all__ = ["SHADINGS", "PinholeCamera", "ray_sphere_bounds", "render_image", "render_rays"]
+__all__ = ["SHADINGS", "PinholeCamera", "ray_sphere_bounds", "render_image", "render_rays", "render_view"]
 
 SHADINGS = ("albedo", "lambertian", "textureless")
 MAX_SAMPLES_PER_RAY = 4096
@@ -160,7 +160,13 @@ def _composite(field, origins, directions, t, near, far, shading, light, ambient
         color = light_term.expand(r, s, 3) if shading == "textureless" else albedo * light_term
     rgb = (weights[..., None] * color).sum(dim=1) + (1 - opacity)[:, None] * field.background(directions)
     out = {"rgb": rgb, "opacity": opacity, "depth": (weights * t).sum(dim=1), "weights": weights}
-    out["normals"] = (weights[..., None] * normals).sum(dim=1) if need_normals else torch.zeros_like(rgb)
+    if need_normals:
+        out["normals"] = (weights[..., None] * normals).sum(dim=1)
+        # Ref-NeRF / DreamFusion orientation penalty: normals facing away from the camera (n . d > 0) where visible
+        facing_away = (normals * directions[:, None, :]).sum(dim=-1).clamp_min(0)
+        out["orientation"] = (weights * facing_away.square()).sum(dim=1)
+    else:
+        out["normals"], out["orientation"] = torch.zeros_like(rgb), torch.zeros_like(opacity)
     return out
 
 
@@ -208,7 +214,9 @@ def render_rays(
     Returns:
         dict with ``rgb (R, 3)``, ``opacity (R,)`` (``sum_i w_i``), ``depth (R,)`` (``sum_i w_i t_i``, not
         normalised by the opacity), ``normals (R, 3)`` (``sum_i w_i n_i``: opacity-weighted, not unit), ``weights
-        (R, S)``. All differentiable w.r.t. the field's parameters.
+        (R, S)``, ``orientation (R,)`` (``sum_i w_i max(0, n_i . d)^2``, the orientation penalty of Ref-NeRF /
+        DreamFusion: visible normals facing away from the camera; zeros when normals are not computed). All
+        differentiable w.r.t. the field's parameters.
 
     Raises:
         ValueError: a bad argument; the message names it.
@@ -306,8 +314,8 @@ def pixel_rays(camera, *, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     return origins, directions
 
 
-def render_image(field, camera, **kwargs) -> torch.Tensor:
-    """Render a pinhole camera's image with :func:`render_rays`.
+def render_view(field, camera, **kwargs) -> dict[str, torch.Tensor]:
+    """Render a pinhole camera's view with :func:`render_rays`, every output as an image.
 
     Args:
         field: the field to render (see :func:`render_rays`).
@@ -318,7 +326,8 @@ def render_image(field, camera, **kwargs) -> torch.Tensor:
             ``shading``, ``light_dir``, ``ambient``, ``chunk``); ``return_normals`` defaults to ``False`` here.
 
     Returns:
-        ``(H, W, 3)`` RGB, differentiable w.r.t. the field's parameters.
+        dict with ``rgb (H, W, 3)``, ``opacity (H, W)``, ``depth (H, W)``, ``normals (H, W, 3)``, ``orientation (H,
+        W)`` and ``weights (H, W, S)`` (see :func:`render_rays`), differentiable w.r.t. the field's parameters.
 
     Raises:
         ValueError: a bad camera or argument; the message names it.
@@ -327,5 +336,11 @@ def render_image(field, camera, **kwargs) -> torch.Tensor:
     origins, directions = pixel_rays(camera, device=None if parameter is None else parameter.device)
     _, _, height, width = _camera_fields(camera)
     kwargs.setdefault("return_normals", False)
-    rgb = render_rays(field, origins, directions, **kwargs)["rgb"]
-    return rgb.view(int(height), int(width), 3)
+    out = render_rays(field, origins, directions, **kwargs)
+    return {key: value.view(int(height), int(width), *value.shape[1:]) for key, value in out.items()}
+
+
+def render_image(field, camera, **kwargs) -> torch.Tensor:
+    """Render a pinhole camera's image: ``render_view(field, camera, **kwargs)["rgb"]``, ``(H, W, 3)`` RGB,
+    differentiable w.r.t. the field's parameters (see :func:`render_view`)."""
+    return render_view(field, camera, **kwargs)["rgb"]

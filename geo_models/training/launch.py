@@ -105,6 +105,7 @@ def start_run(args, name: str) -> Run:
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=getattr(args, "gradient_accumulation_steps", 1),
         log_with=args.report_to,
+        cpu=getattr(args, "device", None) == "cpu",  # --device cpu where a script offers it (else: accelerate's)
     )
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -204,3 +204,31 @@ def test_bad_inputs_name_the_argument(pipe):
         guidance.timestep_interval(-1, 10)
     with pytest.raises(ValueError, match="generator"):
         guidance.loss(images, [0.0, 90.0], 0)
+
+
+def test_text_view_baseline_uses_view_prompts_and_no_angle_tokens(pipe):
+    """DreamFusion's baseline (Table 3): the conditional branch sees "{prompt}, {view} view" and zero angle tokens."""
+    guidance = AngleSDSGuidance(pipe, PROMPT, guidance_scale=7.5, conditioning="text_view")
+    latents = latents_like(batch=3)
+    azimuths = [180.0, 90.0, 10.0]  # front, side, back of a southern front
+    loss, info = guidance.latent_loss(latents, azimuths, gen(3))
+    (grad,) = torch.autograd.grad(loss, latents)
+    g = gen(3)
+    lo, hi = info["timestep_range"]
+    t = torch.randint(lo, hi + 1, (3,), generator=g)
+    noise = torch.randn(latents.shape, generator=g)
+    noisy = pipe.scheduler.add_noise(latents.detach(), noise, t)
+    with torch.no_grad():
+        views = [f"{PROMPT}, {v} view" for v in ("front", "side", "back")]
+        text = pipe._encode_text(views)
+        context = torch.cat([text, torch.zeros_like(pipe.angle_embedder(torch.tensor(azimuths)))], dim=1)
+        cond = pipe.unet(noisy, t, encoder_hidden_states=context).sample
+        uncond = pipe.unet(noisy, t, encoder_hidden_states=torch.zeros_like(context)).sample
+    alpha_bar = pipe.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = (1 - alpha_bar) * (uncond + 7.5 * (cond - uncond) - noise) / 3
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    angle = AngleSDSGuidance(pipe, PROMPT, guidance_scale=7.5)  # the method: same draws, another gradient
+    (grad_angle,) = torch.autograd.grad(angle.latent_loss(latents, azimuths, gen(3))[0], latents)
+    assert not torch.allclose(grad, grad_angle)
+    with pytest.raises(ValueError, match="conditioning"):
+        AngleSDSGuidance(pipe, PROMPT, conditioning="text")

@@ -226,3 +226,28 @@ def test_near_far_needed_for_a_field_without_bound():
 def test_render_image_bad_cameras_raise_naming_the_field(camera, name):
     with pytest.raises(ValueError, match=name):
         render_image(small_field(), camera, num_samples=4)
+
+
+def test_orientation_penalty_counts_visible_normals_facing_away():
+    field = ConstantField(sigma=2.0)  # normals +z everywhere
+    origins, down = looking_down([0.0, 0.5])
+    kw = {"near": 0.0, "far": 2.0, "num_samples": 32, "perturb": False, "return_normals": True}
+    facing = render_rays(field, origins, down, **kw)
+    assert torch.equal(facing["orientation"], torch.zeros(2))  # n . d = -1: facing the camera, no penalty
+    away = render_rays(field, -origins, -down, **kw)  # looking up: n . d = +1, the penalty is the opacity
+    torch.testing.assert_close(away["orientation"], away["opacity"])
+    assert float(away["opacity"][0].detach()) == pytest.approx(1 - math.exp(-4.0), rel=1e-5)
+    albedo_only = render_rays(field, -origins, -down, **{**kw, "return_normals": False})
+    assert torch.equal(albedo_only["orientation"], torch.zeros(2))  # no normals computed, no penalty
+
+
+def test_render_view_returns_every_output_as_an_image():
+    from geo_models.sds import render_view
+
+    field = small_field()
+    c2w = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3], [0, 0, 0, 1]])  # 3 units up +z, looking down
+    camera = PinholeCamera(c2w=c2w, focal=8.0, height=6, width=5)
+    out = render_view(field, camera, num_samples=8, perturb=False, shading="lambertian")
+    assert out["rgb"].shape == (6, 5, 3) and out["opacity"].shape == (6, 5) and out["orientation"].shape == (6, 5)
+    assert out["weights"].shape == (6, 5, 8) and out["normals"].shape == (6, 5, 3)
+    assert torch.equal(out["rgb"], render_image(field, camera, num_samples=8, perturb=False, shading="lambertian"))

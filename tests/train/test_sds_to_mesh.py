@@ -57,6 +57,10 @@ def test_resume_matches_uninterrupted_run(train_script, pipelines, tmp_path, int
         (["--max_train_steps", "0"], "--max_train_steps"),
         (["--resolution", "0"], "--resolution"),
         (["--textureless_prob", "2"], "--textureless_prob"),
+        (["--lambda_orient", "-1"], "--lambda_orient"),
+        (["--lambda_opacity", "nan"], "--lambda_opacity"),
+        (["--baseline", "text"], "--baseline"),
+        (["--device", "tpu"], "--device"),
     ],
 )
 def test_cli_errors(train_script, pipelines, tmp_path, capsys, extra, message):
@@ -66,3 +70,22 @@ def test_cli_errors(train_script, pipelines, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):
         train_script("sds_to_mesh").parse_args([*argv, *extra])
     assert message in capsys.readouterr().err
+
+
+def test_text_view_baseline_and_regularisers_change_the_run(train_script, pipelines, tmp_path, monkeypatch):
+    """--baseline text_view guides with view prompts (angle tokens zeroed); the orientation and opacity terms enter
+    the loss (their weights change the trained field); --device cpu runs on the CPU."""
+    from geo_models.sds import AngleSDSGuidance
+
+    made = []
+    init = AngleSDSGuidance.__init__
+    monkeypatch.setattr(AngleSDSGuidance, "__init__", lambda self, *a, **k: made.append(k) or init(self, *a, **k))
+    runs = {"angle": [], "baseline": ["--baseline", "text_view"], "no_reg": ["--lambda_orient", "0",
+            "--lambda_opacity", "0"], "strong_reg": ["--lambda_orient", "10", "--lambda_opacity", "10"]}  # fmt: skip
+    fields = {name: smoke(train_script, pipelines, tmp_path / name, "--device", "cpu", *extra)
+              for name, extra in runs.items()}  # fmt: skip
+    assert [k["conditioning"] for k in made] == ["angle", "text_view", "angle", "angle"]
+    weights = {name: torch.cat([p.detach().flatten() for p in f.parameters()]) for name, f in fields.items()}
+    assert not torch.equal(weights["angle"], weights["baseline"])
+    assert not torch.equal(weights["no_reg"], weights["strong_reg"])
+    assert all(f.device.type == "cpu" for f in fields.values())

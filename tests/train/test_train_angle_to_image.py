@@ -231,3 +231,31 @@ def test_centre_from_flag_or_base(train_script, data, no_landmark_json, tmp_path
     assert args.landmark_centre == [45.0, 7.0] and args.landmark_name == "the landmark"
     args = parse(["--pretrained_model_name_or_path", str(data / "angle"), *common])  # the base's own centre
     assert args.landmark_centre is None and args.prompt_template == "A photo of {name}"
+
+
+def test_view_prompts_baseline_trains_text_only_with_view_words(train, data, tmp_path, monkeypatch):
+    """--view_prompts (the DreamFusion baseline of Table 3): captions end in the view word of each photo's azimuth
+    (front = facing the porch, south) and the angle tokens are zero in every training context."""
+    from geo_models.sds.views import view_words
+
+    captions, contexts = [], []
+    encode = AngleToImagePipeline._encode_text
+    monkeypatch.setattr(AngleToImagePipeline, "_encode_text",
+                        lambda self, prompts: captions.append(list(prompts)) or encode(self, prompts))  # fmt: skip
+    forward = UNet2DConditionModel.forward
+
+    def record(self, sample, timestep, encoder_hidden_states, *args, **kwargs):
+        if torch.is_grad_enabled():
+            contexts.append(encoder_hidden_states.detach().clone())
+        return forward(self, sample, timestep, encoder_hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", record)
+    train(tmp_path / "out", "--max_train_steps", "2", "--drop_both_prob", "0", "--validation_steps", "10",
+          "--view_prompts")  # fmt: skip
+    assert len(contexts) == 2 and all(not c[:, -1:].any() and c[:, :-1].any() for c in contexts)
+    trained = [c for c in captions if all(", " in p and p.endswith(" view") for p in c)]
+    assert len(trained) == 2 and all(len(c) == 4 for c in trained)
+    meta = pd.read_csv(data / "landmark" / "metadata.csv")
+    words = set(view_words(meta["azimuth_deg"].to_numpy()))
+    seen = {p.rsplit(", ", 1)[1].split()[0] for c in trained for p in c}
+    assert seen <= words and len(words) == 3
