@@ -57,7 +57,10 @@ MODEL_TYPES: dict[str, str] = {
     "locdiff": "geo_models.locdiff.pipeline:LocDiffPipeline",
     "sphere_flow": "geo_models.flow.pipeline:SphereFlowPipeline",
     "gps_clip": "geo_models.generation.gps_clip:GPSCLIP",
+    "nerf": "geo_models.sds.field:NeRFField",
 }
+# diffusers-style models (ModelMixin + ConfigMixin) name their class in config.json's "_class_name" instead
+DIFFUSERS_CLASS_TYPES: dict[str, str] = {"NeRFField": "nerf"}
 
 
 def register_model_type(model_type: str, target: str) -> None:
@@ -95,9 +98,12 @@ def load_model(name_or_path: str | os.PathLike, *, revision: str | None = None, 
 
     def load():
         config = read_config(name_or_path, revision=revision)
-        if "model_type" not in config:
+        model_type = config.get("model_type") or DIFFUSERS_CLASS_TYPES.get(config.get("_class_name"))
+        if model_type is None:
             raise ValueError(f"name_or_path: config.json of {name_or_path} has no model_type")
-        return model_class(config["model_type"]).from_pretrained(name_or_path, revision=revision, **kwargs)
+        if "model_type" not in config:
+            kwargs.setdefault("use_safetensors", True)  # diffusers would fall back to a pickled .bin: never
+        return model_class(model_type).from_pretrained(name_or_path, revision=revision, **kwargs)
 
     return load() if Path(name_or_path).is_dir() else with_retries("pull", str(name_or_path), load)
 

@@ -202,9 +202,38 @@ def main(argv=None) -> NeRFField:
         mesh = extract_mesh(field, bound=field.bound, resolution=args.mesh_resolution, threshold=args.mesh_threshold)
         export_glb(mesh, run.output_dir / "mesh.glb")
         save_turntable(field, sampler, run.output_dir / "turntable.png")
+        write_card(args, field, mesh.metadata["threshold"])
 
     training.finish_run(run, save, what="NeRF and GLB mesh")
     return field
+
+
+def write_card(args, field: NeRFField, threshold: float) -> None:
+    """``output_dir/README.md`` from ``hub_cards/nerf.md``."""
+    from pathlib import Path
+
+    from geo_models.hub import render_model_card
+
+    base = args.pretrained_model_name_or_path
+    keys = ("max_train_steps guidance_scale resolution num_samples grid_levels grid_max_resolution hidden_dim "
+            "albedo_steps textureless_prob lambda_orient lambda_opacity mesh_resolution seed").split()  # fmt: skip
+    card = render_model_card(
+        "nerf",
+        repo_id=args.hub_model_id,
+        base_model=None if Path(base).exists() else base,
+        tags=["3d", "nerf", "score-distillation", "gltf", *(["dreamfusion-baseline"] if args.baseline else [])],
+        pipeline_tag="text-to-3d",
+        prompt=args.prompt,
+        conditioning=args.baseline or "angle",
+        steps=args.max_train_steps,
+        learning_rate=args.learning_rate,
+        guidance_scale=args.guidance_scale,
+        resolution=args.resolution,
+        threshold=f"{threshold:.3g}",
+        bound=field.bound,
+        config={k: getattr(args, k) for k in keys},
+    )
+    card.save(Path(args.output_dir) / "README.md")
 
 
 if __name__ == "__main__":

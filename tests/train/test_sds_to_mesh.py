@@ -89,3 +89,26 @@ def test_text_view_baseline_and_regularisers_change_the_run(train_script, pipeli
     assert not torch.equal(weights["angle"], weights["baseline"])
     assert not torch.equal(weights["no_reg"], weights["strong_reg"])
     assert all(f.device.type == "cpu" for f in fields.values())
+
+
+def test_card_push_and_load_model(train_script, pipelines, tmp_path, local_hub):
+    """The output folder (mesh.glb, nerf/, turntable, card from hub_cards/nerf.md) goes to the Hub without its
+    checkpoints and logs; load_model dispatches the NeRF's diffusers config to NeRFField; the card parses."""
+    from huggingface_hub import HfApi, ModelCard
+
+    from geo_models.hub import load_model, pull_folder
+
+    repo = "tester/hall-3d"
+    field = smoke(train_script, pipelines, tmp_path / "out", "--push_to_hub", "--hub_model_id", repo,
+                  "--checkpointing_steps", "2")  # fmt: skip
+    files = set(HfApi().list_repo_files(repo))
+    assert {"mesh.glb", "turntable.png", "README.md", "nerf/config.json"} <= files
+    assert not any(f.startswith(("checkpoint-", "logs/")) for f in files)
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.library_name == "geo_models" and card.data.pipeline_tag == "text-to-3d"
+    assert "A photo of the landmark" in card.text and "mesh.glb" in card.text and str(tmp_path) not in card.text
+    folder = pull_folder(repo)
+    loaded = load_model(folder / "nerf")
+    assert isinstance(loaded, NeRFField)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), field.state_dict().values()))
+    assert isinstance(load_model(tmp_path / "out" / "nerf"), NeRFField)
