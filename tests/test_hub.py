@@ -6,7 +6,15 @@ from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 
 from geo_models.encoders import LocationEncoder
-from geo_models.hub import MODEL_TYPES, load_model, model_class, read_config, register_model_type, render_model_card
+from geo_models.hub import (
+    DIFFUSERS_CLASS_TYPES,
+    MODEL_TYPES,
+    load_model,
+    model_class,
+    read_config,
+    register_model_type,
+    render_model_card,
+)
 
 TINY = dict(sigmas=(1.0, 16.0), num_features=8, hidden_dim=16, num_layers=2, output_dim=4)
 
@@ -14,6 +22,8 @@ TINY = dict(sigmas=(1.0, 16.0), num_features=8, hidden_dim=16, num_layers=2, out
 def test_registry_classes_declare_their_model_type():
     for model_type in MODEL_TYPES:
         assert model_class(model_type).model_type == model_type
+    for class_name, model_type in DIFFUSERS_CLASS_TYPES.items():
+        assert model_class(model_type).__name__ == class_name
     with pytest.raises(ValueError, match="not registered"):
         model_class("nope")
     with pytest.raises(ValueError, match="module:Class|package.module:ClassName"):

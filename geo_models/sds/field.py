@@ -103,6 +103,8 @@ class NeRFField(ModelMixin, ConfigMixin):
     dtype and must be on its device. Saved and loaded with ``save_pretrained`` / ``from_pretrained`` (safetensors).
     """
 
+    model_type = "nerf"  # geo_models.hub.load_model dispatches its config (by "_class_name") here
+
     @register_to_config
     def __init__(
         self,
