@@ -160,10 +160,10 @@ def fit(
         trainable_only=trainable_only,
         ignore_rng_state=args.ignore_rng_state,
     )
-    size = len(source.latlon) if getattr(source, "latlon", None) is not None else -1
+    size = len(source.latlon) if getattr(source, "latlon", None) is not None else None
     logger.info(
-        "%d training rows, %d processes, %d steps of %d x %d (%d batches per epoch), %d trainable parameters",
-        size,
+        "%s%d processes, %d steps of %d x %d (%d batches per epoch), %d trainable parameters",
+        "" if size is None else f"{size} training rows, ",  # generated batches (e.g. SDS cameras) have no rows
         world,
         max_steps,
         ga,
