@@ -10,7 +10,7 @@ from PIL import Image
 from geo_models.flow import GeoAdaLNMLP, SphereFlowPipeline
 from geo_models.hub import load_model
 from geo_models.sphere import haversine_km
-from geo_models.testing import LOG_PROB_ATOL, assert_latlon_close, tiny_sphere_flow_pipeline
+from geo_models.testing import assert_latlon_close, tiny_sphere_flow_pipeline
 from geo_models.testing.tolerances import TIGHT_LOG_PROB_ATOL
 
 EMB = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
@@ -26,7 +26,9 @@ def assert_same_predictions(a, b):
     run other kernels, geo_models.testing.tolerances). Candidates are sorted by score, and near-ties may swap, so
     the sample clouds and the sorted scores are compared."""
     assert_latlon_close(a.extras["samples"], b.extras["samples"])
-    torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=LOG_PROB_ATOL)
+    # the scores come from adaptive dopri5 solves: 1.6e-3 apart was seen after a Hub round trip (clean-clone CI on a
+    # loaded 2-core EPYC, 2026-12-04), above LOG_PROB_ATOL's 1e-3
+    torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=TIGHT_LOG_PROB_ATOL)
 
 
 def assert_same_backbone(loaded, pipe, images):

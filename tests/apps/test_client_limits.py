@@ -188,9 +188,9 @@ def test_upload_janitor_deletes_old_uploads_while_uploads_arrive(tmp_path):
     assert janitor.sweep() == 0  # nothing is old yet
     stop = threading.Event()
 
-    def keep_uploading():
+    def keep_uploading():  # bounded: an unbounded writer outgrew the sweeps on a loaded CI machine (900 s timeout)
         i = 100
-        while not stop.is_set():
+        while not stop.is_set() and i < 2100:
             uploads.add(upload(i))
             i += 1
 
