@@ -49,7 +49,7 @@ PRESETS = {  # --preset: CPU-sized runs (flags given explicitly still win); time
 }  # fmt: skip
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, *, check_model: bool = True) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pretrained_model_name_or_path", required=True, help="a saved AngleToImagePipeline or Hub id")
     p.add_argument("--revision", default=None)
@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="--baseline text_view: azimuth of a camera facing the front")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
     p.add_argument("--mesh_resolution", type=int, default=128, help="marching-cubes grid side")
+    p.add_argument("--mesh_faces", type=int, default=None, help="decimate the mesh to at most this many faces")
+    p.add_argument("--mesh_keep_largest", action="store_true", help="keep the largest connected piece (no floaters)")
     p.add_argument("--mesh_threshold", type=float, default=None, help="density level (default: automatic)")
     p.add_argument("--validation_steps", type=int, default=500, help="preview turntable every N steps")
     training.add_optim_args(p, train_batch_size=1, learning_rate=0.01, num_train_epochs=1, max_train_steps=5000,
@@ -85,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key) == p.get_default(key):
             setattr(args, key, value)
     positive = ("resolution", "num_samples", "grid_levels", "grid_max_resolution", "hidden_dim", "mesh_resolution")
+    if args.mesh_faces is not None and args.mesh_faces < 4:
+        p.error(f"--mesh_faces must be >= 4, got {args.mesh_faces}")
     training.check_args(p, args, positive=(*positive, "validation_steps"), non_negative=("albedo_steps",))
     if not args.prompt.strip():
         p.error("--prompt must not be empty")
@@ -95,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--device cuda: no CUDA device is available (use --device cpu or auto)")
     if not 0 <= args.textureless_prob <= 1:
         p.error(f"--textureless_prob must be in [0, 1], got {args.textureless_prob}")
-    kind = _pipeline_class(args)
+    kind = _pipeline_class(args) if check_model else "AngleToImagePipeline"
     if kind != "AngleToImagePipeline":
         p.error(f"--pretrained_model_name_or_path: an AngleToImagePipeline is needed, got {kind}")
     return args
@@ -151,14 +155,17 @@ def save_turntable(field, sampler: CameraSampler, path, n: int = 8):
     return path
 
 
-def main(argv=None) -> NeRFField:
+def main(argv=None, *, pipeline=None, on_step=None) -> NeRFField:
+    """Run the script (``argv``: its flags). For callers in Python (the landmark3d app): ``pipeline``, an
+    ``AngleToImagePipeline`` already loaded (``--pretrained_model_name_or_path`` then only names it in the card), and
+    ``on_step(step, field)`` after every optimizer step (raise in it to stop the run)."""
     from geo_models.generation import AngleToImagePipeline
 
-    args = parse_args(argv)
+    args = parse_args(argv, check_model=pipeline is None)
     run = training.start_run(args, "sds_to_mesh")
 
     # 1. The frozen angle-to-image model as SDS guidance, the cameras, the NeRF
-    pipe = AngleToImagePipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
+    pipe = pipeline or AngleToImagePipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
     pipe.to(run.device)
     conditioning = args.baseline or "angle"
     guidance = AngleSDSGuidance(pipe, args.prompt, guidance_scale=args.guidance_scale, conditioning=conditioning,
@@ -198,12 +205,14 @@ def main(argv=None) -> NeRFField:
         return save_turntable(field, sampler, run.output_dir / "validation" / f"step-{step}.png")
 
     adam = lambda params: torch.optim.Adam(params, lr=args.learning_rate)  # noqa: E731
-    field = training.fit(run, field, source, compute_loss, optimizer=adam, validate=preview)
+    after_step = None if on_step is None else lambda step, batches: on_step(step + 1, field)  # steps done
+    field = training.fit(run, field, source, compute_loss, optimizer=adam, validate=preview, after_step=after_step)
 
     # 4. Save the NeRF, the mesh (GLB) and the final turntable; push
     def save(card):
         field.eval().save_pretrained(run.output_dir / "nerf")
-        mesh = extract_mesh(field, bound=field.bound, resolution=args.mesh_resolution, threshold=args.mesh_threshold)
+        mesh = extract_mesh(field, bound=field.bound, resolution=args.mesh_resolution, threshold=args.mesh_threshold,
+                            target_faces=args.mesh_faces, keep_largest=args.mesh_keep_largest)  # fmt: skip
         export_glb(mesh, run.output_dir / "mesh.glb")
         save_turntable(field, sampler, run.output_dir / "turntable.png")
         write_card(args, field, mesh.metadata["threshold"])

@@ -15,7 +15,7 @@ from apps.common import limits
 
 STARTER_DIR = Path(__file__).resolve().parents[1] / "starter"
 MODEL_NAMES = ("geoclip", "locdiff", "sphere_flow")  # geolocators, loaded by ModelStore
-PIPELINE_NAMES = ("gps_to_image",)  # diffusers pipelines, loaded by their app (apps/generate)
+PIPELINE_NAMES = ("gps_to_image", "angle_to_image")  # diffusers pipelines, loaded by their app (generate, landmark3d)
 ENV_PREFIX = "GEO_MODELS_"
 
 

@@ -1,7 +1,8 @@
 """geo_models demo hub: every app as a tab. ``python apps/hub/app.py --port 7860`` (``--help`` for model flags).
 
 Add an app with one line in ``TABS``: its title and the module whose ``create_demo(store)`` builds it. API names
-stay those of the apps (``geolocate``, ``text_query``; ``generate`` with the generation tab).
+stay those of the apps (``geolocate``, ``text_query``; ``generate`` with the generation tab; ``views``, ``lift`` with
+the 3D tab).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TITLE = "geo_models demo hub"
 TABS: list[tuple[str, str]] = [
     ("Geolocate a photo", "apps.geolocate.app"),
     ("Generate from a map", "apps.generate.app"),
+    ("A landmark in 3D", "apps.landmark3d.app"),
 ]
 
 

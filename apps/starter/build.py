@@ -10,9 +10,15 @@
 3. A GPS-to-image pipeline for the generate tab: 4,000 procedural Manhattan photos (32 px, captions without place
    names), a small SD-like base trained from scratch (``geo_models.generation.small_base``: VAE, then text-to-image),
    fine-tuned by ``train/train_gps_to_image.py`` (see bench/README.md "GPS-to-image learning" for what it learns).
-4. Held-out example photos with their GPS in EXIF (the app shows the distance to the truth).
+4. An angle-to-image model of the procedural landmark (``generate_landmark``, 1,500 views at 32 px): LoRA (rank 32)
+   + angle embedder trained by ``train/train_angle_to_image.py`` on the GPS-to-image starter's base, shipped as the
+   LoRA and the embedder alone (``lora_base.json`` names the base; ``apps/landmark3d/inference.py`` loads it), and
+   the landmark's 3D model lifted from it by ``train/sds_to_mesh.py --preset cpu`` (``landmark3d/``: mesh.glb
+   decimated to 20K faces, turntable, card).
+5. Held-out example photos with their GPS in EXIF (the app shows the distance to the truth).
 
-Everything lands in ``apps/starter/{geoclip,locdiff,sphere_flow,gps_to_image,examples}``; training logs and
+Everything lands in ``apps/starter/{geoclip,locdiff,sphere_flow,gps_to_image,angle_to_image,landmark3d,examples}``
+(``--models`` picks; ``angle_to_image`` needs ``gps_to_image`` built first); training logs and
 checkpoints are left in the cache. ``tests/apps/test_starter.py`` loads what is committed, so the checkpoints cannot
 go stale silently.
 """
@@ -32,7 +38,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 STARTER = Path(__file__).resolve().parent
-MODELS = ("geoclip", "locdiff", "sphere_flow", "gps_to_image")
+MODELS = ("geoclip", "locdiff", "sphere_flow", "gps_to_image", "angle_to_image")
 # plus the model folders below; pipeline.py: the no-install route of diffusers pipelines
 KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json", "pipeline.py"}
 
@@ -59,6 +65,16 @@ GPS_TO_IMAGE_TRAIN = [
     "--learning_rate", "1e-3", "--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", "50",
     "--area_name", "Manhattan", "--validation_steps", "100000",
 ]  # fmt: skip
+
+
+# Angle-to-image: the landmark's views, LoRA on the GPS-to-image starter's base (keeps the starter set small)
+LANDMARK = {"num_images": 1500, "image_size": 32}
+ANGLE_TO_IMAGE_TRAIN = [
+    "--finetune", "lora", "--lora_rank", "32", "--resolution", "32", "--train_batch_size", "16",
+    "--max_train_steps", "1500", "--learning_rate", "1e-3", "--lr_scheduler", "constant_with_warmup",
+    "--lr_warmup_steps", "50", "--validation_steps", "750",
+]  # fmt: skip
+LANDMARK3D_KEEP = ("mesh.glb", "turntable.png", "README.md")
 
 
 def load_script(name: str):
@@ -121,6 +137,45 @@ def build_gps_to_image(data: Path, output: Path) -> None:
     copy_checkpoint(run, output / "gps_to_image")
 
 
+def build_angle_to_image(data: Path, output: Path) -> None:
+    """Landmark views -> LoRA + angle embedder on the GPS starter's base -> ``output/angle_to_image`` (the adapters,
+    the embedder, ``lora_base.json``, the card), then SDS -> ``output/landmark3d`` (mesh, NeRF, turntable, card)."""
+    from geo_models.data.procedural import generate_landmark
+
+    views, base = data / "landmark", output / "gps_to_image"
+    if not (base / "model_index.json").is_file():
+        raise FileNotFoundError(f"{base}: build gps_to_image first (the angle model is a LoRA on its base)")
+    if not (views / "metadata.csv").exists():
+        generate_landmark(views, LANDMARK["num_images"], image_size=LANDMARK["image_size"], seed=0, progress=False)
+    run = data / "run_angle_to_image"
+    load_script("train_angle_to_image").main(
+        ["--pretrained_model_name_or_path", str(base), "--train_data", str(views), "--output_dir", str(run),
+         "--checkpointing_steps", "250", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest",
+         *ANGLE_TO_IMAGE_TRAIN]
+    )  # fmt: skip
+    dest = output / "angle_to_image"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(run / "angle_embedder", dest / "angle_embedder")
+    for name in ("pytorch_lora_weights.safetensors", "README.md"):
+        shutil.copy2(run / name, dest / name)
+    (dest / "lora_base.json").write_text(json.dumps({"base_model": "../gps_to_image"}) + "\n")
+
+    lifted = data / "run_landmark3d"
+    load_script("sds_to_mesh").main(
+        ["--pretrained_model_name_or_path", str(run), "--prompt", "A photo of Meridian Hall", "--output_dir",
+         str(lifted), "--preset", "cpu", "--resume_from_checkpoint", "latest", "--mesh_faces", "20000",
+         "--mesh_keep_largest"]
+    )  # fmt: skip
+    dest = output / "landmark3d"
+    if dest.exists():
+        shutil.rmtree(dest)
+    for name in LANDMARK3D_KEEP:  # the NeRF (2.7 MB) stays in the cache: the app shows the mesh
+        shutil.copy2(lifted / name, dest / name)
+    for path in dest.rglob("*"):  # safetensors are written 0600 by the atomic saver
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def write_examples(test_dir: Path, dest: Path, n: int) -> None:
     """The first landmark and plain test photos, with their GPS in EXIF, and a CSV of where they were taken."""
     from geo_models.data.exif import gps_exif
@@ -151,16 +206,21 @@ def main(argv=None) -> dict:
     data.mkdir(parents=True, exist_ok=True)
     # 1. Photos (cached) and their procedural-clip embeddings (resumable)
     splits = {"train": (args.num_train, 0), "test": (max(200, args.num_examples), 1)}
+    geolocators = set(args.models) & set(TRAIN)
     for split, (n, seed) in splits.items():
-        if not (data / split / "metadata.csv").exists():
+        if (split == "test" or geolocators) and not (data / split / "metadata.csv").exists():
             generate_world(data / split, n, seed=seed, landmark_fraction=args.landmark_fraction)
-    embed = load_script("embed_images")
-    embed.main(["--train_data", str(data / "train"), "--output_dir", str(data / "train_embeddings"),
-                "--model_name", "procedural-clip", "--pretrained", "procedural", "--batch_size", "256"])  # fmt: skip
+    if geolocators:
+        embed = load_script("embed_images")
+        flags = ["--model_name", "procedural-clip", "--pretrained", "procedural", "--batch_size", "256"]
+        embed.main(["--train_data", str(data / "train"), "--output_dir", str(data / "train_embeddings"), *flags])
     # 2. The three geolocators, each with the backbone attached; the GPS-to-image pipeline
     for name in args.models:
         if name == "gps_to_image":
             build_gps_to_image(data / "gps_to_image", output)
+            continue
+        if name == "angle_to_image":
+            build_angle_to_image(data / "angle_to_image", output)
             continue
         script, extra = TRAIN[name]
         run = data / f"run_{name}"

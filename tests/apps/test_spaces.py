@@ -25,3 +25,14 @@ def test_space_folder(app, tmp_path):
     out = build_space(app, tmp_path / "space")
     assert (out / meta["app_file"]).is_file() and (out / "apps" / "common" / "data" / "coastlines.npz").is_file()
     assert (out / "geo_models" / "__init__.py").is_file() and (out / "requirements.txt").is_file()
+
+
+def test_landmark3d_space_bundles_its_starter_and_the_lift_script(tmp_path):
+    meta = front_matter(APPS / "landmark3d" / "README.md")
+    assert meta["sdk_version"] == gradio.__version__ and meta["app_file"] == "apps/landmark3d/app.py"
+    assert "preload_from_hub" not in meta and "models" not in meta  # the starter is bundled
+    reqs = (APPS / "landmark3d" / "requirements.txt").read_text().split()
+    assert {"trimesh==5.2.0", "scikit-image==0.26.0"} <= set(reqs)
+    out = build_space("landmark3d", tmp_path / "space")
+    assert (out / "train" / "sds_to_mesh.py").is_file() and (out / "hub_cards" / "nerf.md").is_file()
+    assert (out / "apps" / "starter" / "angle_to_image" / "lora_base.json").is_file()
