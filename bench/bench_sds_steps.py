@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,7 +61,13 @@ def load_pipeline(path, device, dtype):
     from geo_models.generation import AngleToImagePipeline
     from geo_models.testing import tiny_angle_to_image_pipeline
 
-    pipe = AngleToImagePipeline.from_pretrained(path) if path else tiny_angle_to_image_pipeline()
+    if path and (Path(path) / "lora_base.json").is_file():  # the starter's LoRA layout (apps/landmark3d loads it)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from apps.landmark3d.inference import load_angle_to_image
+
+        pipe = load_angle_to_image(path)
+    else:
+        pipe = AngleToImagePipeline.from_pretrained(path) if path else tiny_angle_to_image_pipeline()
     return pipe.to(device, getattr(torch, dtype))
 
 

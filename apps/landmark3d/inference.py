@@ -70,7 +70,8 @@ def load_angle_to_image(source: str, device: str = "cpu"):
         keys = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
         pipe = AngleToImagePipeline(**{k: parts[k] for k in keys}, angle_embedder=embedder)
         pipe.load_lora_weights(folder)
-        pipe.fuse_lora()
+        pipe.fuse_lora()  # merged into the UNet's weights, then the adapter layers go (plain UNet, plain speed)
+        pipe.unload_lora_weights()
     else:
         looks_local = folder.is_absolute() or path.startswith(".") or path.count("/") != 1
         if looks_local and not (folder / "model_index.json").is_file():
