@@ -73,7 +73,10 @@ def floor(args, seed: int) -> dict:
             "c = {k: v for k, v in json.loads(sys.argv[1]).items() if not k.startswith('_')}; "
             "c['seed'] = int(sys.argv[2]); "
             "f = NeRFField(**c).eval(); f.save_pretrained(sys.argv[3] + '/nerf'); "
-            "export_glb(extract_mesh(f, bound=f.bound, resolution=int(sys.argv[4])), sys.argv[3] + '/mesh.glb')"
+            "export_glb(extract_mesh(f, bound=f.bound, resolution=int(sys.argv[4])), sys.argv[3] + '/mesh.glb'); "
+            "sys.path.insert(0, 'train'); from sds_to_mesh import save_turntable; from pathlib import Path; "
+            "from geo_models.sds import CameraSampler; "
+            "save_turntable(f, CameraSampler(resolution=32), Path(sys.argv[3]) / 'turntable.png')"
         )
         out.mkdir(parents=True, exist_ok=True)
         run(["-c", code, json.dumps(config), str(seed), str(out), str(mesh_resolution(args))], out / "run.log")

@@ -170,8 +170,12 @@ def build_angle_to_image(data: Path, output: Path) -> None:
     dest = output / "landmark3d"
     if dest.exists():
         shutil.rmtree(dest)
+    dest.mkdir(parents=True)
     for name in LANDMARK3D_KEEP:  # the NeRF (2.7 MB) stays in the cache: the app shows the mesh
         shutil.copy2(lifted / name, dest / name)
+    with open(dest / "README.md", "a") as card:
+        card.write("\nThe starter bundles the mesh and the turntable only; `python apps/starter/build.py --models "
+                   "angle_to_image` leaves the NeRF (`nerf/`) in its cache, `outputs/starter_data`.\n")
     for path in dest.rglob("*"):  # safetensors are written 0600 by the atomic saver
         path.chmod(0o755 if path.is_dir() else 0o644)
 

@@ -98,3 +98,57 @@ def test_app_endpoints(store):
         assert client.predict("A photo of the landmark", 1, 0, api_name="/views")  # still serving
     finally:
         demo.close()
+
+
+def test_model3d_shows_the_starter_mesh_in_chromium(store, tmp_path):
+    """Headless Chromium: the bundled starter GLB draws in gr.Model3D (its canvas is not one flat colour); a short
+    lift replaces it and offers the GLB for download. ``UPDATE_SCREENSHOTS=1`` copies the screenshot to
+    ``apps/screenshots/landmark3d.png``."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from apps.common.launch import launch_kwargs
+    from apps.common.settings import Settings
+    from apps.landmark3d.app import create_demo
+    from apps.landmark3d.inference import STARTER_MESH
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists() or not STARTER_MESH.is_file():
+        pytest.skip("needs Debian's chromium and the starter mesh (apps/starter/build.py)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from apps.common.models import ModelStore
+
+    settings = Settings(models=dict(store.settings.models), port=free_port())
+    demo = create_demo(ModelStore(settings))
+    demo.queue(default_concurrency_limit=1, max_size=8)
+    demo.launch(**launch_kwargs(settings), prevent_thread_lock=True, quiet=True)
+    args = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--use-angle=swiftshader",
+            "--enable-unsafe-swiftshader"]  # fmt: skip
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(chromium), args=args)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(120_000)
+            page.goto(f"http://{settings.host}:{settings.port}/", wait_until="networkidle")
+            canvas = page.locator("#landmark3d-model canvas").first
+            canvas.wait_for()
+            page.wait_for_timeout(5000)  # babylon.js loads the GLB and draws (software WebGL is slow)
+            shot = tmp_path / "model3d.png"
+            canvas.screenshot(path=str(shot))
+            pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
+            assert pixels.std(axis=(0, 1)).max() > 5  # something drawn on the clear colour
+            page.screenshot(path=str(tmp_path / "landmark3d.png"))
+            if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+                target = Path(__file__).resolve().parents[2] / "apps" / "screenshots" / "landmark3d.png"
+                shutil.copy(tmp_path / "landmark3d.png", target)
+            page.get_by_role("slider", name="lift steps (~0.3 s each)").fill("10")
+            page.get_by_role("button", name="Lift", exact=True).click()
+            page.locator("#landmark3d-status", has_text="Done").wait_for()
+            assert page.locator("#landmark3d-download a").count() >= 1
+            browser.close()
+    finally:
+        demo.close()

@@ -84,3 +84,49 @@ def test_starter_gps_to_image_uses_the_gps(tmp_path):
                 pred = pipe.unet(noisy, steps, encoder_hidden_states=torch.cat([text, tok], dim=1)).sample
                 loss[name] += F.mse_loss(pred, noise).item()
     assert loss["true"] < 0.995 * loss["shuffled"], loss
+
+
+def test_starter_angle_to_image_uses_the_azimuth(tmp_path):
+    """The angle starter (LoRA + angle embedder on the GPS starter's base) loads as the app loads it, draws the 8
+    views, and on fresh views of the procedural landmark its denoising error is lower with their true azimuth than
+    with shuffled azimuths: it learned the view direction."""
+    import torch.nn.functional as F
+
+    from apps.landmark3d.inference import load_angle_to_image
+    from geo_models.data.procedural import generate_landmark
+    from geo_models.generation.small_base import load_pixels
+
+    folder = STARTER / "angle_to_image"
+    assert (folder / "lora_base.json").is_file() and not (folder / "unet").exists()  # adapters only
+    pipe = load_angle_to_image(str(folder))
+    images = pipe(["A photo of Meridian Hall"] * 2, azimuth=[0.0, 180.0], num_inference_steps=4).images
+    assert [im.size for im in images] == [(32, 32)] * 2
+
+    meta = generate_landmark(tmp_path, 96, image_size=32, seed=11, progress=False)
+    g = torch.Generator().manual_seed(0)
+    azimuth = torch.tensor(meta["azimuth_deg"].to_numpy(), dtype=torch.float32)
+    with torch.no_grad():
+        latents = pipe.vae.encode(load_pixels([tmp_path], 32)).latent_dist.mode() * pipe.vae.config.scaling_factor
+        text = pipe._encode_text(["A photo of Meridian Hall"] * len(meta))
+        tokens = {"true": pipe.angle_embedder(azimuth),
+                  "shuffled": pipe.angle_embedder(azimuth[torch.randperm(len(azimuth), generator=g)])}  # fmt: skip
+        loss = dict.fromkeys(tokens, 0.0)
+        for t in (300, 500, 700):
+            noise = torch.randn(latents.shape, generator=g)
+            steps = torch.full((len(latents),), t)
+            noisy = pipe.scheduler.add_noise(latents, noise, steps)
+            for name, tok in tokens.items():
+                pred = pipe.unet(noisy, steps, encoder_hidden_states=torch.cat([text, tok], dim=1)).sample
+                loss[name] += F.mse_loss(pred, noise).item()
+    assert loss["true"] < 0.99 * loss["shuffled"], loss
+
+
+def test_starter_mesh_is_an_upright_coloured_glb():
+    """The starter's lifted mesh (train/sds_to_mesh.py --preset cpu) loads with vertex colours, y up (glTF), and is
+    small."""
+    trimesh = pytest.importorskip("trimesh")
+    path = STARTER / "landmark3d" / "mesh.glb"
+    assert path.stat().st_size < 2 * 2**20
+    mesh = trimesh.load(path, force="mesh")
+    assert 100 < len(mesh.faces) <= 20000 and mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+    assert (STARTER / "landmark3d" / "turntable.png").is_file() and (STARTER / "landmark3d" / "README.md").is_file()
