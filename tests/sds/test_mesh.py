@@ -186,3 +186,39 @@ def test_nerf_field_blob_mesh():
     np.testing.assert_allclose(mesh.visual.vertex_colors[:, :3], (albedo * 255).round().numpy(), atol=1)
     same = extract_mesh(field.density, lambda p: field(p)[1], bound=field.bound, resolution=20)
     np.testing.assert_array_equal(same.visual.vertex_colors, mesh.visual.vertex_colors)
+
+
+def test_glb_passes_gltf_structure_checks(tmp_path):
+    """glTF 2.0 rules an exported GLB must meet (the ones Khronos' validator checks for such a file): one binary
+    buffer exactly as long as the BIN chunk, buffer views inside it, accessors inside their views with the right
+    component types (POSITION float VEC3 with min/max, COLOR_0 normalised unsigned VEC4 or float, indices unsigned
+    scalars, a multiple of 3 for triangles, each < the vertex count), and a scene that reaches the mesh."""
+    pygltflib = pytest.importorskip("pygltflib")
+    mesh = extract_mesh(sphere_density(), east_west_albedo, bound=1.0, resolution=20)
+    path = export_glb(mesh, tmp_path / "mesh.glb")
+    gltf = pygltflib.GLTF2().load_binary(str(path))
+    blob = gltf.binary_blob()
+    assert gltf.asset.version == "2.0" and len(gltf.buffers) == 1 and gltf.buffers[0].byteLength == len(blob)
+    sizes = {pygltflib.FLOAT: 4, pygltflib.UNSIGNED_BYTE: 1, pygltflib.UNSIGNED_SHORT: 2, pygltflib.UNSIGNED_INT: 4}
+    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
+    for view in gltf.bufferViews:
+        assert view.buffer == 0 and (view.byteOffset or 0) + view.byteLength <= len(blob)
+    for accessor in gltf.accessors:
+        view = gltf.bufferViews[accessor.bufferView]
+        end = (accessor.byteOffset or 0) + accessor.count * sizes[accessor.componentType] * width[accessor.type]
+        assert end <= view.byteLength and (view.byteOffset or 0) % sizes[accessor.componentType] == 0
+    (primitive,) = gltf.meshes[0].primitives
+    position = gltf.accessors[primitive.attributes.POSITION]
+    assert position.type == "VEC3" and position.componentType == pygltflib.FLOAT and position.min and position.max
+    colour = gltf.accessors[primitive.attributes.COLOR_0]
+    assert colour.type in ("VEC3", "VEC4") and position.count == colour.count
+    assert colour.componentType == pygltflib.FLOAT or colour.normalized
+    indices = gltf.accessors[primitive.indices]
+    assert indices.type == "SCALAR" and indices.count % 3 == 0 and indices.count // 3 == len(mesh.faces)
+    assert primitive.mode in (None, pygltflib.TRIANGLES)
+    view = gltf.bufferViews[indices.bufferView]
+    dtype = {pygltflib.UNSIGNED_SHORT: np.uint16, pygltflib.UNSIGNED_INT: np.uint32}[indices.componentType]
+    start = (view.byteOffset or 0) + (indices.byteOffset or 0)
+    assert np.frombuffer(blob, dtype=dtype, count=indices.count, offset=start).max() < position.count
+    scene = gltf.scenes[gltf.scene or 0]
+    assert any(gltf.nodes[n].mesh == 0 for n in scene.nodes)
