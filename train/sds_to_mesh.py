@@ -87,6 +87,8 @@ def parse_args(argv=None, *, check_model: bool = True) -> argparse.Namespace:
         if getattr(args, key) == p.get_default(key):
             setattr(args, key, value)
     positive = ("resolution", "num_samples", "grid_levels", "grid_max_resolution", "hidden_dim", "mesh_resolution")
+    if not 8 <= args.resolution <= 1024:  # renders are resized to the VAE's input, so any side it can draw works
+        p.error(f"--resolution must be in [8, 1024] pixels, got {args.resolution}")
     if args.mesh_faces is not None and args.mesh_faces < 4:
         p.error(f"--mesh_faces must be >= 4, got {args.mesh_faces}")
     training.check_args(p, args, positive=(*positive, "validation_steps"), non_negative=("albedo_steps",))

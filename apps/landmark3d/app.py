@@ -47,6 +47,12 @@ def create_demo(store: ModelStore) -> gr.Blocks:
     pipe, error = get_pipeline(store)
     mesh = mesh_source()
     prompt0 = default_prompt()
+    first_views = []  # the model's 8 views, drawn once here so every visitor sees them beside the mesh at once
+    if pipe is not None:
+        try:
+            first_views = [(_big(image), caption) for image, caption in views(store, prompt0, steps=20, seed=0)]
+        except Exception as err:  # noqa: BLE001 - the page still serves; the button draws them again
+            logging.getLogger(__name__).warning("could not draw the first views: %s", err)
 
     @user_errors
     def views_ui(prompt, steps, seed, progress=gr.Progress()):  # noqa: B008
@@ -110,8 +116,8 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                 preview = gr.Image(label="Lift preview (seen from the north)", type="pil",
                                    interactive=False, height=200, elem_id="landmark3d-preview")  # fmt: skip
                 status = gr.Markdown(elem_id="landmark3d-status")
-        gallery = gr.Gallery(label="The model's views at 8 azimuths (from north, clockwise)", columns=8, height=220,
-                             elem_id="landmark3d-views")  # fmt: skip
+        gallery = gr.Gallery(first_views, label="The model's views at 8 azimuths (from north, clockwise)", columns=8,
+                             height=220, elem_id="landmark3d-views")  # fmt: skip
 
         show.click(views_ui, [prompt, view_steps, seed], gallery, api_visibility="undocumented",
                    concurrency_id=MODEL_NAME)  # fmt: skip

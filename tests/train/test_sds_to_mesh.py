@@ -56,6 +56,8 @@ def test_resume_matches_uninterrupted_run(train_script, pipelines, tmp_path, int
         (["--prompt", " "], "--prompt"),
         (["--max_train_steps", "0"], "--max_train_steps"),
         (["--resolution", "0"], "--resolution"),
+        (["--resolution", "5000"], "--resolution"),
+        (["--mesh_faces", "2"], "--mesh_faces"),
         (["--textureless_prob", "2"], "--textureless_prob"),
         (["--lambda_orient", "-1"], "--lambda_orient"),
         (["--lambda_opacity", "nan"], "--lambda_opacity"),
