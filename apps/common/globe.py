@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from apps.common.coastlines import load_coastlines
 
 OCEAN, LAND_LINE = "#dbe9f6", "#1f3b57"
-COLORS = {"candidates": "#d62728", "samples": "#ff7f0e", "true": "#2ca02c"}
+COLORS = {"candidates": "#d62728", "best": "#8b0000", "samples": "#ff7f0e", "true": "#2ca02c"}
 
 
 def xyz(latlon: np.ndarray, radius: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,7 +69,8 @@ def globe_figure(
     """The globe figure.
 
     Args:
-        candidates: ``(K, 2)`` latlon, best first (the best one is drawn larger); candidate_labels: hover texts.
+        candidates: ``(K, 2)`` latlon, best first (the best one is drawn again, larger, as the "best guess" trace);
+            candidate_labels: hover texts.
         samples: ``(S, 2)`` sample cloud of a generative model.
         true_latlon: the photo's GPS position.
         heat: ``{"values": (H, W) array on a north-to-south, west-to-east cell grid, "title", "colorscale"}``.
@@ -80,10 +81,11 @@ def globe_figure(
         traces.append(_markers(samples, "samples", COLORS["samples"], 4, opacity=0.8))
     if candidates is not None and len(candidates):
         cands = np.asarray(candidates, dtype=np.float64).reshape(-1, 2)
-        sizes = [9] + [6] * (len(cands) - 1)
-        trace = _markers(cands, "candidates", COLORS["candidates"], 6, candidate_labels)
-        trace.marker.size = sizes
-        traces.append(trace)
+        # scalar marker sizes only: a Scatter3d trace given a per-point size list drew no markers at all (issue 17),
+        # so the best guess is a second, larger trace over the candidates
+        traces.append(_markers(cands, "candidates", COLORS["candidates"], 6, candidate_labels))
+        best_label = candidate_labels[:1] if candidate_labels else None
+        traces.append(_markers(cands[:1], "best guess", COLORS["best"], 10, best_label))
         center = center if center is not None else tuple(cands[0])
     if true_latlon is not None:
         traces.append(_markers(np.array(true_latlon), "photo GPS", COLORS["true"], 6, marker_symbol="diamond"))

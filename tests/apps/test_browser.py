@@ -55,6 +55,7 @@ def test_upload_shows_globe_with_coastlines_and_candidates(page, tmp_path):
     page.locator("#geolocate-table", has_text="km from photo GPS").wait_for()  # the candidates table
     traces = plotted(page)
     assert traces["coastlines"] > 2000 and traces["candidates"] == 5 and traces["samples"] == 32
+    assert traces["best guess"] == 1  # drawn on its own trace with one marker size (issue 17: none drew before)
     assert traces["photo GPS"] == 1 and page.locator(f"{GLOBE} canvas").count() > 0
     assert page.evaluate(f"() => document.querySelector('{GLOBE}')._fullData[0].showscale")  # density heatmap
     assert "Photo GPS" in page.locator("#geolocate-summary").inner_text()

@@ -37,7 +37,12 @@ def test_globe_figure_is_an_offline_orthographic_globe():
     assert not fig.layout.scene.xaxis.visible
     coast = next(t for t in fig.data if t.name == "coastlines")
     assert len(coast.x) > 2000 and np.isnan(np.asarray(coast.x, dtype=float)).any()  # NaN breaks between lines
-    assert {"candidates", "samples", "photo GPS"} <= {t.name for t in fig.data}
+    assert {"candidates", "best guess", "samples", "photo GPS"} <= {t.name for t in fig.data}
+    markers = [t for t in fig.data if t.type == "scatter3d" and t.mode == "markers"]
+    # every marker trace has one scalar size (plotly drew no markers for a per-point size list in Scatter3d)
+    assert all(isinstance(t.marker.size, (int, float)) and t.marker.size >= 4 for t in markers)
+    best = next(t for t in fig.data if t.name == "best guess")
+    assert len(best.x) == 1 and best.marker.size > next(t for t in fig.data if t.name == "candidates").marker.size
     eye = fig.layout.scene.camera.eye  # looks at the best candidate (Paris: x > 0, z > 0, y small)
     assert eye.x > 0 and eye.z > 0 and abs(eye.y) < eye.x
     assert fig.data[0].surfacecolor.shape == fig.data[0].x.shape
