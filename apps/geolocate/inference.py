@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from apps.common.candidates import DISTINCT_RADIUS_KM, distinct_places
 from apps.common.geocode import place_names
 from apps.common.globe import globe_figure
 from apps.common.models import ModelStore, gpu
@@ -24,6 +25,9 @@ GEOLOCATORS: dict[str, tuple[str, ...]] = {
     "LocDiff-H": ("locdiff", "geoclip"),
     "Sphere flow": ("sphere_flow",),
 }
+# how a place's score combines the guesses merged into it (apps.common.candidates): probabilities add up
+COMBINE = {"GeoCLIP": "sum", "LocDiff": "max", "LocDiff-H": "sum", "Sphere flow": "max"}
+OVERSAMPLE = 4  # guesses asked per candidate shown, so that merging near-duplicates still leaves top_k places
 SCORE_LABELS = {
     "GeoCLIP": "probability",
     "LocDiff": "share of samples within 750 km",
@@ -82,8 +86,8 @@ def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
     """Run a geolocator on one image -> ``{"candidates" (K, 2), "scores" (K,), "samples" (S, 2)?, "heat"?}``."""
     store = ModelStore.by_key(store_key)
     gen = torch.Generator().manual_seed(int(opt.seed))
-    k = int(opt.top_k)
-    s = max(int(opt.num_samples), k)
+    s = max(int(opt.num_samples), int(opt.top_k))
+    k = min(OVERSAMPLE * int(opt.top_k), s) if geolocator != "GeoCLIP" else OVERSAMPLE * int(opt.top_k)
     steps = int(opt.num_inference_steps)
     gallery = store.settings.gallery
     out: dict = {}
@@ -138,22 +142,26 @@ def geolocate(
     if reason:
         raise ValueError(f"{geolocator} is not available: {reason}")
     res = _run(store.key, image, geolocator, opt)
-    cands, scores = res["candidates"].astype(np.float64), res["scores"].astype(np.float64)
-    *places, best_place = place_names(np.vstack([cands, res["latlon"][None].astype(np.float64)]))
+    cands, scores, merged = distinct_places(res["candidates"], res["scores"], radius_km=DISTINCT_RADIUS_KM,
+                                            combine=COMBINE[geolocator], top_k=opt.top_k)  # fmt: skip
+    places = place_names(cands)  # the best guess is the top place (what the globe draws): the model's own point
+    # estimate, or better when merging near-duplicates gathered more mass elsewhere (GeoCLIP's split gallery points)
     label = SCORE_LABELS[geolocator]
     table = pd.DataFrame({"rank": np.arange(1, len(cands) + 1), "place": places,
                           "latitude": cands[:, 0].round(4), "longitude": cands[:, 1].round(4),
                           label: scores.round(4)})  # fmt: skip
     records = [
-        {"rank": i + 1, "latitude": float(c[0]), "longitude": float(c[1]), "score": float(sc), "place": p}
-        for i, (c, sc, p) in enumerate(zip(cands, scores, places))
-    ]
+        {"rank": i + 1, "latitude": float(c[0]), "longitude": float(c[1]), "score": float(sc), "place": p,
+         "merged_guesses": int(m)}
+        for i, (c, sc, p, m) in enumerate(zip(cands, scores, places, merged))
+    ]  # fmt: skip
     result = {
         "geolocator": geolocator,
         "score": label,
-        "latitude": float(res["latlon"][0]),
-        "longitude": float(res["latlon"][1]),
-        "place": best_place,
+        "latitude": float(cands[0, 0]),
+        "longitude": float(cands[0, 1]),
+        "place": places[0],
+        "model_point_estimate": {"latitude": float(res["latlon"][0]), "longitude": float(res["latlon"][1])},
         "candidates": records,
         "true_location": None,
         "error_km": None,

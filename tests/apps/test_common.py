@@ -82,9 +82,11 @@ def test_settings_flags_then_env_then_starter(monkeypatch, tmp_path):
     monkeypatch.setenv("GEO_MODELS_LOCDIFF", "user/locdiff@abc123")
     monkeypatch.delenv("GEO_MODELS_GEOCLIP", raising=False)
     monkeypatch.delenv("GEO_MODELS_GPS_TO_IMAGE", raising=False)
+    monkeypatch.delenv("GEO_MODELS_ANGLE_TO_IMAGE", raising=False)
     s = parse_settings(["--sphere_flow", str(tmp_path), "--port", "9999", "--gallery", "500"])
     assert s.models == {"geoclip": str(STARTER_DIR / "geoclip"), "locdiff": "user/locdiff@abc123",
-                        "sphere_flow": str(tmp_path), "gps_to_image": str(STARTER_DIR / "gps_to_image")}  # fmt: skip
+                        "sphere_flow": str(tmp_path), "gps_to_image": str(STARTER_DIR / "gps_to_image"),
+                        "angle_to_image": str(STARTER_DIR / "angle_to_image")}  # fmt: skip
     assert s.port == 9999 and s.gallery == 500 and s.is_starter("geoclip") and not s.is_starter("sphere_flow")
     assert split_revision("user/locdiff@abc123") == ("user/locdiff", "abc123")
     assert split_revision(str(tmp_path)) == (str(tmp_path), None)

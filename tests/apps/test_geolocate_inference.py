@@ -43,3 +43,18 @@ def test_text_query_heatmap(store):
     assert sum(c["score"] for c in result["candidates"]) <= 1.0
     with pytest.raises(ValueError, match="resolution_deg"):
         text_query(store, "x", resolution_deg=0.1)
+
+
+@pytest.mark.parametrize("geolocator", list(GEOLOCATORS))
+def test_candidate_rows_are_distinct_places(store, photo_path, geolocator):
+    """No two candidate rows within 25 km (issue 17): near-duplicate guesses are merged, with merged_guesses."""
+    import torch
+
+    from geo_models.sphere import haversine_km
+
+    opts = GeolocateOptions(top_k=5, num_samples=32, num_inference_steps=4, density_resolution_deg=20.0)
+    _, table, result = geolocate(store, Image.open(photo_path).convert("RGB"), geolocator, opts)
+    latlon = torch.tensor([[c["latitude"], c["longitude"]] for c in result["candidates"]], dtype=torch.float64)
+    d = haversine_km(latlon[:, None], latlon[None])
+    assert bool((d[~torch.eye(len(latlon), dtype=torch.bool)] > 25.0).all())
+    assert 1 <= len(table) <= 5 and all(c["merged_guesses"] >= 1 for c in result["candidates"])
