@@ -21,6 +21,7 @@ from apps.common.limits import check_text, load_photo  # noqa: E402
 from apps.common.models import ModelStore  # noqa: E402
 from apps.common.settings import STARTER_DIR  # noqa: E402
 from apps.common.ui import STARTER_NOTE, checked_image, user_errors  # noqa: E402
+from apps.common.wording import format_latlon, low_information_note  # noqa: E402
 from apps.geolocate.inference import (  # noqa: E402
     DENSITY_RESOLUTION_DEG,
     GEOLOCATORS,
@@ -37,6 +38,18 @@ from apps.geolocate.inference import (  # noqa: E402
 )
 
 TITLE = "Where was this photo taken?"
+GUIDE = """**Which geolocator?**
+- **GeoCLIP** (fastest, ~0.2 s): compares the photo with a gallery of places it learned; its scores are
+  probabilities over those places. Pick it for a quick answer.
+- **LocDiff**: a diffusion model that draws many guesses (the orange samples) and ranks places by how many guesses
+  fall within 750 km. Pick it to see how spread out the plausible regions are.
+- **LocDiff-H**: LocDiff's guesses refined by GeoCLIP within 200 km of them: the regions of LocDiff, the precision of
+  GeoCLIP. Pick it for a precise place.
+- **Sphere flow** (slowest, a few seconds): a flow model with a full probability map over the globe (the heatmap);
+  its score is a log-density: higher is likelier, and +2.3 means ten times as likely per square kilometre. Pick it
+  to see the model's uncertainty.
+
+Nearby guesses (within 25 km) are merged into one place, with their combined score."""
 
 
 def example_photos() -> list[str]:
@@ -57,15 +70,19 @@ def locate_file(store: ModelStore, path: str | None, geolocator: str, options: G
     fig, table, result = geolocate(store, image, geolocator, options, true_latlon=gps)
     if note:
         result["exif_note"] = note
+    warning = low_information_note(image)
+    if warning:
+        result["warnings"] = [warning]
     return fig, table, result
 
 
 def summary_markdown(result: dict) -> str:
-    where = f"{result['latitude']:.3f}, {result['longitude']:.3f} ({result['place']})"
-    lines = [f"**Best guess** ({result['geolocator']}): {where}"]
+    where = f"{format_latlon(result['latitude'], result['longitude'])} ({result['place']})"
+    lines = [f"**Warning**: {w}" for w in result.get("warnings", [])]
+    lines.append(f"**Best guess** ({result['geolocator']}): {where}")
     if result.get("true_location"):
         t = result["true_location"]
-        true = f"{t['latitude']:.3f}, {t['longitude']:.3f}"
+        true = format_latlon(t["latitude"], t["longitude"])
         lines.append(f"**Photo GPS** (EXIF): {true}; error **{result['error_km']:,.0f} km**")
     else:
         lines.append("No GPS in the photo's EXIF: no distance to the true location.")
@@ -98,6 +115,8 @@ def create_demo(store: ModelStore) -> gr.Blocks:
     def locate_ui(path, geolocator, top_k, num_samples, steps, resolution, seed, progress=gr.Progress()):  # noqa: B008
         progress(0.1, desc=f"Running {geolocator}")
         fig, table, result = locate_file(store, path, geolocator, options(top_k, num_samples, steps, resolution, seed))
+        for warning in result.get("warnings", []):
+            gr.Warning(warning)
         return fig, summary_markdown(result), table, result
 
     @user_errors
@@ -126,6 +145,8 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                     image = checked_image(label="Photo", sources=["upload", "clipboard"], height=280,
                                          max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)  # fmt: skip
                     geolocator = gr.Dropdown(choices, value=default, label="Geolocator")
+                    with gr.Accordion("Which geolocator?", open=False):
+                        gr.Markdown(GUIDE, elem_id="geolocate-guide")
                     with gr.Accordion("Options", open=False):
                         top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="candidates (top-k)")
                         num_samples = gr.Slider(4, MAX_SAMPLES, value=32, step=1,

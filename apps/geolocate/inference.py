@@ -32,7 +32,7 @@ SCORE_LABELS = {
     "GeoCLIP": "probability",
     "LocDiff": "share of samples within 750 km",
     "LocDiff-H": "probability (within 200 km of LocDiff's samples)",
-    "Sphere flow": "log-density (nats per steradian)",
+    "Sphere flow": "log-density (higher is likelier; +2.3 = 10x)",
 }
 
 
