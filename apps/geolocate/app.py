@@ -16,12 +16,12 @@ if str(_ROOT) not in sys.path:  # run as a script (`python apps/geolocate/app.py
 
 import gradio as gr  # noqa: E402
 
-from apps.common.globe import globe_figure  # noqa: E402
 from apps.common.limits import check_text, load_photo  # noqa: E402
 from apps.common.models import ModelStore  # noqa: E402
 from apps.common.settings import STARTER_DIR  # noqa: E402
 from apps.common.ui import STARTER_NOTE, checked_image, user_errors  # noqa: E402
 from apps.common.wording import format_latlon, low_information_note  # noqa: E402
+from apps.common.worldmap import map_figure  # noqa: E402
 from apps.geolocate.inference import (  # noqa: E402
     DENSITY_RESOLUTION_DEG,
     GEOLOCATORS,
@@ -62,18 +62,18 @@ def example_photos() -> list[str]:
 
 
 def locate_file(store: ModelStore, path: str | None, geolocator: str, options: GeolocateOptions):
-    """Check and load an uploaded photo (EXIF GPS = true location) and geolocate it -> (figure, table, result)."""
+    """Check and load an uploaded photo (EXIF GPS = true location) and geolocate it -> (maps, table, result)."""
     if not path:
         raise ValueError("upload a photo (or pick an example) first")
     s = store.settings
     image, gps, note = load_photo(path, max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)
-    fig, table, result = geolocate(store, image, geolocator, options, true_latlon=gps)
+    maps, table, result = geolocate(store, image, geolocator, options, true_latlon=gps)
     if note:
         result["exif_note"] = note
     warning = low_information_note(image)
     if warning:
         result["warnings"] = [warning]
-    return fig, table, result
+    return maps, table, result
 
 
 def summary_markdown(result: dict) -> str:
@@ -114,10 +114,11 @@ def create_demo(store: ModelStore) -> gr.Blocks:
     @user_errors
     def locate_ui(path, geolocator, top_k, num_samples, steps, resolution, seed, progress=gr.Progress()):  # noqa: B008
         progress(0.1, desc=f"Running {geolocator}")
-        fig, table, result = locate_file(store, path, geolocator, options(top_k, num_samples, steps, resolution, seed))
+        opts = options(top_k, num_samples, steps, resolution, seed)
+        maps, table, result = locate_file(store, path, geolocator, opts)
         for warning in result.get("warnings", []):
             gr.Warning(warning)
-        return fig, summary_markdown(result), table, result
+        return summary_markdown(result), table, maps["world"], maps["region"], result
 
     @user_errors
     def locate_api(path, geolocator, top_k, num_samples, steps, resolution, seed):
@@ -160,8 +161,9 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                     if examples := example_photos():
                         gr.Examples(examples, inputs=[image], label="Example photos (procedural, with EXIF GPS)")
                 with gr.Column(scale=3):
-                    plot = gr.Plot(globe_figure(), label="Globe", elem_id="geolocate-globe")
                     summary = gr.Markdown(elem_id="geolocate-summary")
+                    plot = gr.Plot(map_figure(), label="World", elem_id="geolocate-globe")
+                    region = gr.Plot(label="Region (fitted to the answer)", elem_id="geolocate-region")
             table = gr.Dataframe(headers=["rank", "place", "latitude", "longitude", "score"], label="Candidates",
                                  wrap=True, elem_id="geolocate-table")  # fmt: skip
             result = gr.JSON(label="Result (JSON)", open=False, max_height=320)
@@ -174,13 +176,13 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                     text_top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="candidates (top-k)")
                     ask = gr.Button("Where?", variant="primary")
                 with gr.Column(scale=3):
-                    text_plot = gr.Plot(label="Similarity over the globe", elem_id="text-query-globe")
+                    text_plot = gr.Plot(label="Similarity over the world", elem_id="text-query-globe")
             text_table = gr.Dataframe(headers=["rank", "place", "latitude", "longitude", "probability"],
                                       label="Best grid cells")  # fmt: skip
             text_result = gr.JSON(label="Result (JSON)", open=False, max_height=320)
 
         inputs = [image, geolocator, top_k, num_samples, steps, resolution, seed]
-        locate.click(locate_ui, inputs, [plot, summary, table, result], api_visibility="undocumented")
+        locate.click(locate_ui, inputs, [summary, table, plot, region, result], api_visibility="undocumented")
         text_inputs = [text, text_resolution, text_top_k]
         gr.on([ask.click, text.submit], text_ui, text_inputs, [text_plot, text_table, text_result],
               api_visibility="undocumented")  # fmt: skip

@@ -13,8 +13,8 @@ import torch
 
 from apps.common.candidates import DISTINCT_RADIUS_KM, distinct_places
 from apps.common.geocode import place_names
-from apps.common.globe import globe_figure
 from apps.common.models import ModelStore, gpu
+from apps.common.worldmap import map_figure
 from geo_models.checks import check_int, check_number
 from geo_models.sphere import haversine_km
 
@@ -133,7 +133,7 @@ def geolocate(
     options: GeolocateOptions | None = None,
     true_latlon: tuple[float, float] | None = None,
 ) -> tuple[object, pd.DataFrame, dict]:
-    """Geolocate one PIL image -> (plotly globe, candidates table, JSON-able result).
+    """Geolocate one PIL image -> (``{"world", "region"}`` plotly maps, candidates table, JSON-able result).
 
     Raises ``ValueError`` with a user-facing message for an unknown or unavailable geolocator or bad options.
     """
@@ -179,9 +179,10 @@ def geolocate(
         result["true_location"] = {"latitude": float(true_latlon[0]), "longitude": float(true_latlon[1])}
         result["error_km"] = float(haversine_km(best, true))
     labels = [f"#{r['rank']} {r['place']}<br>{label}: {r['score']:.4g}" for r in records]
-    fig = globe_figure(candidates=cands, candidate_labels=labels, samples=res.get("samples"),
-                       true_latlon=true_latlon, heat=res.get("heat"))  # fmt: skip
-    return fig, table, result
+    drawn = dict(candidates=cands, candidate_labels=labels, samples=res.get("samples"), true_latlon=true_latlon,
+                 heat=res.get("heat"))  # fmt: skip
+    figures = {view: map_figure(**drawn, view=view) for view in ("world", "region")}
+    return figures, table, result
 
 
 @gpu(duration=60)
@@ -210,7 +211,7 @@ def text_query(
     ]
     heat = {"values": out.heatmap[0].numpy(), "title": "similarity", "colorscale": "Viridis"}
     labels = [f"#{r['rank']} {r['place']}<br>probability: {r['score']:.4g}" for r in records]
-    fig = globe_figure(candidates=cands, candidate_labels=labels, heat=heat)
+    fig = map_figure(candidates=cands, candidate_labels=labels, heat=heat)
     result = {"text": text, "score": "probability over the grid", "resolution_deg": float(resolution_deg),
               "candidates": records, "starter_models": store.uses_starter()}  # fmt: skip
     return fig, table, result

@@ -38,6 +38,10 @@ def upload_and_locate(page, path: Path) -> None:
     page.get_by_role("button", name="Locate", exact=True).click()
 
 
+PROBE = """() => { window.__gaps = [0]; let last = performance.now();
+    setInterval(() => { const now = performance.now(); window.__gaps.push(now - last); last = now; }, 100); }"""
+
+
 def plotted(page) -> dict:
     """Points per trace of the globe as plotly.js holds them (decoded arrays)."""
     return page.evaluate(
@@ -50,14 +54,20 @@ def plotted(page) -> dict:
 def test_upload_shows_globe_with_coastlines_and_candidates(page, tmp_path):
     page.get_by_label("Geolocator").click()  # the sphere flow: candidates, sample cloud and density heatmap
     page.get_by_role("option", name="Sphere flow", exact=True).click()
+    page.evaluate(PROBE)  # the main thread's longest gap from here on (a 100 ms interval timer)
     upload_and_locate(page, EXAMPLES / "paris.jpg")  # a procedural photo with EXIF GPS
     page.wait_for_function(f"() => document.querySelector('{GLOBE}')?.data?.some(t => t.name === 'samples')")
     page.locator("#geolocate-table", has_text="km from photo GPS").wait_for()  # the candidates table
+    page.wait_for_timeout(1500)  # drawing done: the probe sees any block that followed the response
+    longest_gap_ms = page.evaluate("() => Math.max(...window.__gaps)")
     traces = plotted(page)
-    assert traces["coastlines"] > 2000 and traces["candidates"] == 5 and traces["samples"] == 32
+    assert traces["coastlines"] > 2000 and 1 <= traces["candidates"] <= 5 and traces["samples"] == 32
     assert traces["best guess"] == 1  # drawn on its own trace with one marker size (issue 17: none drew before)
-    assert traces["photo GPS"] == 1 and page.locator(f"{GLOBE} canvas").count() > 0
+    assert traces["photo GPS"] == 1 and page.locator("#geolocate-region .js-plotly-plot").count() == 1
     assert page.evaluate(f"() => document.querySelector('{GLOBE}')._fullData[0].showscale")  # density heatmap
+    # the 3-D globe blocked the main thread ~21 s after each answer (issue 17); the 2-D maps ~0.8 s here (the goal is
+    # < 1 s; 2 s keeps this test steady on a loaded CI machine)
+    assert longest_gap_ms < 2000, f"the page's main thread was blocked {longest_gap_ms:.0f} ms"
     assert "Photo GPS" in page.locator("#geolocate-summary").inner_text()
     shot = tmp_path / "geolocate.png"
     page.screenshot(path=str(shot))

@@ -1,4 +1,4 @@
-"""Shared app plumbing: coastlines, globe figure, limits, reverse geocoding, settings, model loading."""
+"""Shared app plumbing: coastlines, maps, limits, reverse geocoding, settings, model loading."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.common import coastlines, globe, limits
+from apps.common import coastlines, limits
 from apps.common.geocode import place_names
 from apps.common.models import ModelStore, split_revision
 from apps.common.settings import STARTER_DIR, Settings, parse_settings
@@ -27,26 +27,27 @@ def test_coastlines_file_is_small_and_sane():
     assert (np.hypot(points[:, 0] - 50.95, (points[:, 1] - 1.85) * np.cos(np.radians(51)))).min() < 0.6
 
 
-def test_globe_figure_is_an_offline_orthographic_globe():
-    heat = {"values": np.random.default_rng(0).random((18, 36)), "title": "t"}
-    fig = globe.globe_figure(candidates=np.array([[48.85, 2.35], [10.0, 20.0]]), samples=np.zeros((5, 2)),
-                             true_latlon=(40.0, -3.0), heat=heat)  # fmt: skip
-    types = [t.type for t in fig.data]
-    assert types[0] == "surface" and "scattergeo" not in types and "choropleth" not in types
-    assert fig.layout.scene.camera.projection.type == "orthographic"
-    assert not fig.layout.scene.xaxis.visible
-    coast = next(t for t in fig.data if t.name == "coastlines")
-    assert len(coast.x) > 2000 and np.isnan(np.asarray(coast.x, dtype=float)).any()  # NaN breaks between lines
-    assert {"candidates", "best guess", "samples", "photo GPS"} <= {t.name for t in fig.data}
-    markers = [t for t in fig.data if t.type == "scatter3d" and t.mode == "markers"]
-    # every marker trace has one scalar size (plotly drew no markers for a per-point size list in Scatter3d)
-    assert all(isinstance(t.marker.size, (int, float)) and t.marker.size >= 4 for t in markers)
-    best = next(t for t in fig.data if t.name == "best guess")
-    assert len(best.x) == 1 and best.marker.size > next(t for t in fig.data if t.name == "candidates").marker.size
-    eye = fig.layout.scene.camera.eye  # looks at the best candidate (Paris: x > 0, z > 0, y small)
-    assert eye.x > 0 and eye.z > 0 and abs(eye.y) < eye.x
-    assert fig.data[0].surfacecolor.shape == fig.data[0].x.shape
-    fig.to_json()  # serialisable (NaN -> null)
+def test_world_map_is_light_with_scalar_markers_and_a_fitted_region():
+    from apps.common.worldmap import map_figure, region_bounds
+
+    heat = {"values": np.random.default_rng(0).random((720, 1440)), "title": "t"}  # 0.25-degree cells
+    cands = np.array([[48.85, 2.35], [48.9, 2.5], [45.7, 4.8]])
+    world = map_figure(candidates=cands, samples=np.zeros((5, 2)), true_latlon=(40.0, -3.0), heat=heat)
+    region = map_figure(candidates=cands, samples=np.zeros((5, 2)), true_latlon=(40.0, -3.0), heat=heat,
+                        view="region")  # fmt: skip
+    assert [t.type for t in world.data][0] == "heatmap" and world.data[0].z.shape == (60, 120)  # 3-degree cells
+    assert not {t.type for t in world.data} & {"scatter3d", "surface", "scattergeo"}  # no WebGL, no CDN basemap
+    assert {"coastlines", "candidates", "best guess", "samples", "photo GPS"} <= {t.name for t in world.data}
+    markers = [t for t in world.data if t.type == "scatter" and t.mode == "markers"]
+    assert all(isinstance(t.marker.size, (int, float)) for t in markers)
+    assert len(world.to_json()) < 300_000 and len(region.to_json()) < 60_000
+    lat0, lat1 = region.layout.yaxis.range
+    lon0, lon1 = region.layout.xaxis.range
+    assert lat0 < 40.0 and lat1 > 48.9 and lon0 < -3.0 and lon1 > 4.8  # fitted around the answer and the truth
+    assert lat1 - lat0 < 30 and world.layout.yaxis.range == (-90.0, 90.0)
+    assert region_bounds(np.array([[10.0, 20.0]]))[1] - region_bounds(np.array([[10.0, 20.0]]))[0] >= 1.0
+    with pytest.raises(ValueError, match="view"):
+        map_figure(view="moon")
 
 
 def test_limits(photo_path, bad_files, tmp_path):

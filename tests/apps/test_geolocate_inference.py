@@ -13,17 +13,21 @@ from apps.geolocate.inference import GEOLOCATORS, GeolocateOptions, geolocate, t
 @pytest.mark.parametrize("geolocator", list(GEOLOCATORS))
 def test_geolocate_every_geolocator(store, photo_path, geolocator):
     opts = GeolocateOptions(top_k=3, num_samples=8, num_inference_steps=4, density_resolution_deg=20.0)
-    fig, table, result = geolocate(store, Image.open(photo_path).convert("RGB"), geolocator, opts,
-                                   true_latlon=(48.8566, 2.3522))  # fmt: skip
+    maps, table, result = geolocate(store, Image.open(photo_path).convert("RGB"), geolocator, opts,
+                                    true_latlon=(48.8566, 2.3522))  # fmt: skip
+    fig = maps["world"]
     assert len(table) == 3 and list(table.columns[:4]) == ["rank", "place", "latitude", "longitude"]
     assert "km from photo GPS" in table.columns
     json.dumps(result)
     assert result["geolocator"] == geolocator and len(result["candidates"]) == 3 and result["error_km"] >= 0
     assert all(isinstance(c["place"], str) and c["place"] for c in result["candidates"])
     names = {t.name for t in fig.data}
-    assert {"coastlines", "candidates", "photo GPS"} <= names
+    assert {"coastlines", "candidates", "best guess", "photo GPS"} <= names
     assert ("samples" in names) == (geolocator != "GeoCLIP") == ("samples" in result)
-    assert bool(fig.data[0].showscale) == (geolocator == "Sphere flow")  # the flow's density as a heatmap
+    assert (fig.data[0].type == "heatmap") == (geolocator == "Sphere flow")  # the flow's density as a heatmap
+    assert len(fig.to_json()) + len(maps["region"].to_json()) < 300_000  # both maps: light (the globe was 1.16 MB)
+    lat0, lat1 = maps["region"].layout.yaxis.range  # the regional view holds the best guess and the truth
+    assert lat0 <= result["latitude"] <= lat1 and lat0 <= 48.8566 <= lat1
 
 
 def test_geolocate_without_gps_and_bad_options(store):
@@ -39,7 +43,7 @@ def test_geolocate_without_gps_and_bad_options(store):
 def test_text_query_heatmap(store):
     fig, table, result = text_query(store, "a sandy beach", resolution_deg=10, top_k=4)
     assert len(table) == 4 and len(result["candidates"]) == 4
-    assert fig.data[0].type == "surface" and fig.data[0].showscale
+    assert fig.data[0].type == "heatmap" and fig.data[0].showscale
     assert sum(c["score"] for c in result["candidates"]) <= 1.0
     with pytest.raises(ValueError, match="resolution_deg"):
         text_query(store, "x", resolution_deg=0.1)
