@@ -86,3 +86,39 @@ def test_bad_uploads_show_a_message_and_server_keeps_serving(page, bad_files, tm
             close.click()
     upload_and_locate(page, EXAMPLES / "tokyo.jpg")  # a good request afterwards works (a new answer: Tokyo's GPS)
     page.locator("#geolocate-summary", has_text="35.676").wait_for()
+
+
+def test_time_from_locate_to_the_visible_answer(page, store, capsys):
+    """For every geolocator: seconds from clicking Locate until its summary, table and world map show, against the
+    model's own time for the same request (``geolocate`` in this process). Issue 17's goal is <= 2 s beyond the model;
+    the test allows 4 s on a loaded CI machine and prints the figures."""
+    import time
+
+    from PIL import Image
+
+    from apps.geolocate.inference import GEOLOCATORS, SCORE_LABELS, GeolocateOptions, geolocate
+
+    image = Image.open(EXAMPLES / "tokyo.jpg").convert("RGB")  # the photo the page holds after the previous test
+    rows = []
+    for name in GEOLOCATORS:
+        start = time.perf_counter()
+        geolocate(store, image, name, GeolocateOptions(), true_latlon=(35.6762, 139.6503))
+        model_s = time.perf_counter() - start
+        page.get_by_label("Geolocator").click()
+        page.get_by_role("option", name=name, exact=True).click()
+        start = time.perf_counter()
+        page.get_by_role("button", name="Locate", exact=True).click()
+        page.locator("#geolocate-summary", has_text=f"({name})").wait_for()
+        page.wait_for_function(
+            """(label) => { const t = document.querySelector('#geolocate-globe .js-plotly-plot')?.data
+                ?.find(t => t.name === 'candidates'); return t && String(t.text?.[0] ?? '').includes(label); }""",
+            arg=SCORE_LABELS[name],
+        )
+        page.locator("#geolocate-table", has_text="km from photo GPS").wait_for()
+        shown_s = time.perf_counter() - start
+        rows.append((name, model_s, shown_s))
+    with capsys.disabled():
+        for name, model_s, shown_s in rows:
+            print(f"\n[browser timing] {name}: model {model_s:.2f} s, Locate -> visible {shown_s:.2f} s "
+                  f"(+{shown_s - model_s:.2f} s)")  # fmt: skip
+    assert all(shown_s - model_s <= 4.0 for _, model_s, shown_s in rows), rows
