@@ -4,7 +4,9 @@ loaded is reported, never fatal. ``gpu`` is ``spaces.GPU`` on ZeroGPU Spaces and
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +35,48 @@ def split_revision(source: str) -> tuple[str, str | None]:
     return source, None
 
 
+def looks_local(path: str) -> bool:
+    """True when ``path`` means a folder rather than a Hub id ``user/repo``: absolute, starting with a dot, or not
+    exactly one slash (a missing folder is then reported as such instead of being asked of the Hub)."""
+    return Path(path).is_absolute() or path.startswith(".") or path.count("/") != 1
+
+
+def pipeline_source(settings: Settings, name: str) -> str:
+    """Where a tab's diffusers pipeline ``name`` comes from: the settings, then ``GEO_MODELS_<NAME>``, then the
+    starter folder."""
+    from apps.common.settings import STARTER_DIR, env_var
+
+    return settings.models.get(name) or os.environ.get(env_var(name)) or str(STARTER_DIR / name)
+
+
+_PIPELINES: dict[tuple[int, str], tuple[Any, str | None]] = {}  # (store key, name) -> (pipeline, reason)
+_PIPELINES_LOCK = threading.Lock()
+
+
+def load_pipeline_once(store: ModelStore, name: str, load: Callable[[str, str], Any], what: str):
+    """``(pipeline, None)`` or ``(None, reason)`` for the pipeline ``name`` of ``store`` (a tab's model, not one of
+    :data:`MODEL_NAMES`): ``load(source, device)`` on the first call, then cached; a failure disables the tab, the app
+    keeps running. ``what`` names the model in the reason (e.g. "GPS-to-image model")."""
+    with _PIPELINES_LOCK:
+        key = (store.key, name)
+        if key not in _PIPELINES:
+            source = pipeline_source(store.settings, name)
+            try:
+                _PIPELINES[key] = (load(source, store.device), None)
+                logger.info("loaded %s from %s", name, source)
+            except Exception as err:  # noqa: BLE001 - any failure disables the tab, the app keeps running
+                reason = f"{what} unavailable ({source}): {type(err).__name__}: {err}"
+                _PIPELINES[key] = (None, reason)
+                logger.warning(reason)
+        return _PIPELINES[key]
+
+
 def load_source(source: str, device: str) -> Any:
     """Load a geo_models model from a folder or a Hub id via :func:`geo_models.hub.load_model`."""
     from geo_models.hub import load_model
 
     path, revision = split_revision(source)
-    looks_local = Path(path).is_absolute() or path.startswith(".") or path.count("/") != 1
-    if looks_local and not Path(path).is_dir():
+    if looks_local(path) and not Path(path).is_dir():
         raise FileNotFoundError(f"no model folder at {path}")
     model = load_model(path, revision=revision)
     model = model.to(device)

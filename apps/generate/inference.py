@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ import torch
 
 from apps.common.areamap import MapView, map_view, render_map
 from apps.common.limits import MAX_TEXT_CHARS
-from apps.common.models import ModelStore, gpu, split_revision
-from apps.common.settings import STARTER_DIR, env_var
+from apps.common.models import ModelStore, gpu, load_pipeline_once, looks_local, pipeline_source, split_revision
+from apps.common.settings import STARTER_DIR
 from geo_models.sphere import EARTH_RADIUS_KM, GeoArea
 
 logger = logging.getLogger(__name__)
@@ -33,27 +32,18 @@ GPS_CHUNK_SIZE = 8
 MAX_RADIUS_KM = 5000.0
 KM_PER_DEG = math.pi * EARTH_RADIUS_KM / 180  # great-circle km per degree of latitude (111.195 km)
 WORLD = (-90.0, 90.0, -180.0, 180.0)
-_LOCK = threading.Lock()
 _RUN_LOCK = threading.Lock()
-_LOADED: dict[int, tuple[object | None, str | None]] = {}  # store key -> (pipeline, error)
-
-
-def model_source(store: ModelStore) -> str:
-    """Where the GPS-to-image model comes from: settings, then the environment, then the starter folder."""
-    source = store.settings.models.get(MODEL_NAME) or os.environ.get(env_var(MODEL_NAME))
-    return source or str(STARTER_DIR / MODEL_NAME)
 
 
 def uses_starter(store: ModelStore) -> bool:
     """True when the GPS-to-image model is the bundled starter folder."""
-    return Path(model_source(store)).resolve() == (STARTER_DIR / MODEL_NAME).resolve()
+    return Path(pipeline_source(store.settings, MODEL_NAME)).resolve() == (STARTER_DIR / MODEL_NAME).resolve()
 
 
 def load_gps_to_image(source: str, device: str = "cpu"):
     """A ``GPSToImagePipeline`` from a ``save_pretrained`` folder or a Hub id (``user/repo@revision`` pins one)."""
     path, revision = split_revision(source)
-    looks_local = Path(path).is_absolute() or path.startswith(".") or path.count("/") != 1
-    if looks_local and not (Path(path) / "model_index.json").is_file():
+    if looks_local(path) and not (Path(path) / "model_index.json").is_file():
         raise FileNotFoundError(f"no GPS-to-image pipeline folder (model_index.json) at {path}")
     from geo_models.generation import GPSToImagePipeline  # heavy (diffusers): only once a model is there
 
@@ -64,17 +54,7 @@ def load_gps_to_image(source: str, device: str = "cpu"):
 
 def get_pipeline(store: ModelStore):
     """``(pipeline, None)`` or ``(None, reason)``; loads on the first call for ``store``, then cached."""
-    with _LOCK:
-        if store.key not in _LOADED:
-            source = model_source(store)
-            try:
-                _LOADED[store.key] = (load_gps_to_image(source, store.device), None)
-                logger.info("loaded %s from %s", MODEL_NAME, source)
-            except Exception as err:  # noqa: BLE001 - any failure disables the tab, the app keeps running
-                reason = f"GPS-to-image model unavailable ({source}): {type(err).__name__}: {err}"
-                _LOADED[store.key] = (None, reason)
-                logger.warning(reason)
-        return _LOADED[store.key]
+    return load_pipeline_once(store, MODEL_NAME, load_gps_to_image, "GPS-to-image model")
 
 
 def model_area(pipe) -> GeoArea:

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from apps.common.limits import MAX_TEXT_CHARS
-from apps.common.models import ModelStore, split_revision
+from apps.common.models import ModelStore, load_pipeline_once, looks_local, split_revision
 from apps.common.settings import STARTER_DIR, env_var
+from geo_models.checks import check_int
 
 logger = logging.getLogger(__name__)
 MODEL_NAME = "angle_to_image"
@@ -35,18 +36,11 @@ MAX_LIFT_STEPS = 400  # bounded on CPU: ~0.3 s per step at the app's settings on
 LIFT_FLAGS = ["--resolution", "32", "--num_samples", "32", "--grid_levels", "4", "--grid_max_resolution", "64",
               "--hidden_dim", "32", "--mesh_resolution", "96", "--textureless_prob", "0.3"]  # fmt: skip
 PREVIEW_EVERY = 10  # steps between preview renders
-_LOCK = threading.Lock()
 _LIFT_LOCK = threading.Lock()
-_LOADED: dict[int, tuple[object | None, str | None]] = {}
 
 
 class LiftCancelled(Exception):
     """Raised inside a lift's step callback to stop it (a cancelled request)."""
-
-
-def model_source(store: ModelStore) -> str:
-    source = store.settings.models.get(MODEL_NAME) or os.environ.get(env_var(MODEL_NAME))
-    return source or str(STARTER_DIR / MODEL_NAME)
 
 
 def mesh_source() -> Path:
@@ -73,8 +67,7 @@ def load_angle_to_image(source: str, device: str = "cpu"):
         pipe.fuse_lora()  # merged into the UNet's weights, then the adapter layers go (plain UNet, plain speed)
         pipe.unload_lora_weights()
     else:
-        looks_local = folder.is_absolute() or path.startswith(".") or path.count("/") != 1
-        if looks_local and not (folder / "model_index.json").is_file():
+        if looks_local(path) and not (folder / "model_index.json").is_file():
             raise FileNotFoundError(f"no angle-to-image pipeline (model_index.json or lora_base.json) at {path}")
         pipe = AngleToImagePipeline.from_pretrained(path, revision=revision)
     pipe.set_progress_bar_config(disable=True)
@@ -82,16 +75,8 @@ def load_angle_to_image(source: str, device: str = "cpu"):
 
 
 def get_pipeline(store: ModelStore):
-    """``(pipeline, None)`` or ``(None, error message)``, loaded once per store."""
-    with _LOCK:
-        if store.key not in _LOADED:
-            source = model_source(store)
-            try:
-                _LOADED[store.key] = (load_angle_to_image(source, store.device), None)
-            except Exception as err:  # noqa: BLE001 - the app shows the error and keeps running
-                _LOADED[store.key] = (None, f"{type(err).__name__}: {err}")
-                logger.warning("angle-to-image model unavailable (%s): %s", source, err)
-        return _LOADED[store.key]
+    """``(pipeline, None)`` or ``(None, reason)``, loaded once per store."""
+    return load_pipeline_once(store, MODEL_NAME, load_angle_to_image, "angle-to-image model")
 
 
 def default_prompt() -> str:
@@ -109,24 +94,18 @@ def check_prompt(prompt) -> str:
     return prompt.strip()
 
 
-def _check_int(value, name: str, low: int, high: int) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}") from None
-    if not number.is_integer() or not low <= number <= high:
-        raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
-    return int(number)
+def _checked_request(store: ModelStore, prompt, steps, max_steps: int, seed, max_seed: int):
+    """The loaded pipeline and the checked ``(prompt, steps, seed)`` of a views or lift request (``ValueError`` naming
+    the argument, or the reason the model is unavailable)."""
+    pipe, error = get_pipeline(store)
+    if pipe is None:
+        raise ValueError(error)
+    return pipe, check_prompt(prompt), check_int(steps, "steps", 1, max_steps), check_int(seed, "seed", 0, max_seed)
 
 
 def views(store: ModelStore, prompt: str, *, steps: int = 25, seed: int = 0, guidance_scale: float = 7.5):
     """The model's samples at ``NUM_VIEWS`` azimuths from north, clockwise -> list of ``(PIL image, caption)``."""
-    pipe, error = get_pipeline(store)
-    if pipe is None:
-        raise ValueError(f"angle-to-image model unavailable: {error}")
-    prompt = check_prompt(prompt)
-    steps = _check_int(steps, "steps", 1, MAX_VIEW_STEPS)
-    seed = _check_int(seed, "seed", 0, 2**32 - 1)
+    pipe, prompt, steps, seed = _checked_request(store, prompt, steps, MAX_VIEW_STEPS, seed, 2**32 - 1)
     azimuths = [360.0 * k / NUM_VIEWS for k in range(NUM_VIEWS)]
     generator = torch.Generator().manual_seed(seed)
     images = pipe([prompt] * NUM_VIEWS, azimuth=azimuths, num_inference_steps=steps, guidance_scale=guidance_scale,
@@ -155,12 +134,7 @@ def lift(store: ModelStore, prompt: str, steps: int, seed: int = 0, *, cancel: t
     Setting ``cancel`` (or closing the generator) stops the run at its next step; the worker's folder is removed."""
     import queue
 
-    pipe, error = get_pipeline(store)
-    if pipe is None:
-        raise ValueError(f"angle-to-image model unavailable: {error}")
-    prompt = check_prompt(prompt)
-    steps = _check_int(steps, "steps", 1, MAX_LIFT_STEPS)
-    seed = _check_int(seed, "seed", 0, 2**31 - 1)
+    pipe, prompt, steps, seed = _checked_request(store, prompt, steps, MAX_LIFT_STEPS, seed, 2**31 - 1)
     if not _LIFT_LOCK.acquire(blocking=False):
         raise ValueError("a lift is already running on this server; try again when it has finished")
     cancel = cancel or threading.Event()

@@ -148,16 +148,15 @@ def test_hub_builds_with_the_generation_tab_and_no_models(tmp_path, monkeypatch)
 
 
 def test_settings_flag_env_and_hub_tab(monkeypatch, gps_to_image_dir):
-    from apps.common.models import ModelStore
+    from apps.common.models import pipeline_source
     from apps.common.settings import Settings, parse_settings
-    from apps.generate.inference import model_source
     from apps.hub.app import TABS
 
     assert ("Generate from a map", "apps.generate.app") in TABS
     assert parse_settings(["--gps_to_image", "user/repo@abc"]).models["gps_to_image"] == "user/repo@abc"
     monkeypatch.setenv("GEO_MODELS_GPS_TO_IMAGE", gps_to_image_dir)
     assert parse_settings([]).models["gps_to_image"] == gps_to_image_dir
-    assert model_source(ModelStore(Settings(models={}))) == gps_to_image_dir  # no source in settings: the env var
+    assert pipeline_source(Settings(models={}), "gps_to_image") == gps_to_image_dir  # none in settings: the env var
 
 
 def test_space_front_matter_and_requirements():
