@@ -6,13 +6,7 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
-if [ -d .whl ]; then
-  rm -rf /tmp/site  # a warm machine keeps an earlier install: start clean
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source scripts/device_env.sh  # the carried wheels, PYTHONPATH
 nvidia-smi -L
 P=apps/starter/angle_to_image
 python3 bench/bench_sds_steps.py --pipeline $P --devices cuda --threads 8 --output_json "$OUT/sds_steps_cuda.json" \

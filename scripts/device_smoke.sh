@@ -5,13 +5,7 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
-if [ -d .whl ]; then
-  rm -rf /tmp/site  # a warm machine keeps an earlier install: start clean
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source scripts/device_env.sh  # the carried wheels, PYTHONPATH
 nvidia-smi -L
 python3 -c "import torch; from geo_models.training import make_accelerator; print('accelerate device:', \
 make_accelerator(mixed_precision='bf16').device, torch.__version__)"
