@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from geo_models.data.exif import read_gps
@@ -50,11 +51,26 @@ def test_starter_model_locates_examples(examples, name):
     assert km.median() < 2500, km
 
 
+@torch.no_grad()
+def denoising_losses(pipe, latents, text, tokens: dict, generator) -> dict:
+    """Noise-prediction MSE of ``pipe``'s UNet on ``latents`` at t = 300, 500, 700 (summed), with the text tokens
+    followed by each entry of ``tokens`` (the same noise for all): lower with the right condition means the model
+    uses it."""
+    loss = dict.fromkeys(tokens, 0.0)
+    for t in (300, 500, 700):
+        noise = torch.randn(latents.shape, generator=generator)
+        steps = torch.full((len(latents),), t)
+        noisy = pipe.scheduler.add_noise(latents, noise, steps)
+        for name, tok in tokens.items():
+            pred = pipe.unet(noisy, steps, encoder_hidden_states=torch.cat([text, tok], dim=1)).sample
+            loss[name] += F.mse_loss(pred, noise).item()
+    return loss
+
+
 def test_starter_gps_to_image_uses_the_gps(tmp_path):
     """The GPS-to-image starter loads with plain diffusers (and ships its no-install code), draws an image, and on
     fresh procedural photos its denoising error is lower with their true GPS than with shuffled GPS: it uses the
     location."""
-    import torch.nn.functional as F
     from diffusers import DiffusionPipeline
 
     import geo_models.generation  # noqa: F401  (makes the pipeline class known to diffusers)
@@ -75,14 +91,7 @@ def test_starter_gps_to_image_uses_the_gps(tmp_path):
         text = pipe._encode_text(meta["text"].tolist())
         gps = pipe._gps_tokens(torch.tensor(meta[["latitude", "longitude"]].to_numpy(), dtype=torch.float32))
         tokens = {"true": gps, "shuffled": gps[torch.randperm(len(gps), generator=g)]}
-        loss = dict.fromkeys(tokens, 0.0)
-        for t in (300, 500, 700):
-            noise = torch.randn(latents.shape, generator=g)
-            steps = torch.full((len(latents),), t)
-            noisy = pipe.scheduler.add_noise(latents, noise, steps)
-            for name, tok in tokens.items():
-                pred = pipe.unet(noisy, steps, encoder_hidden_states=torch.cat([text, tok], dim=1)).sample
-                loss[name] += F.mse_loss(pred, noise).item()
+    loss = denoising_losses(pipe, latents, text, tokens, g)
     assert loss["true"] < 0.995 * loss["shuffled"], loss
 
 
@@ -90,8 +99,6 @@ def test_starter_angle_to_image_uses_the_azimuth(tmp_path):
     """The angle starter (LoRA + angle embedder on the GPS starter's base) loads as the app loads it, draws the 8
     views, and on fresh views of the procedural landmark its denoising error is lower with their true azimuth than
     with shuffled azimuths: it learned the view direction."""
-    import torch.nn.functional as F
-
     from apps.landmark3d.inference import load_angle_to_image
     from geo_models.data.procedural import generate_landmark
     from geo_models.generation.small_base import load_pixels
@@ -110,14 +117,7 @@ def test_starter_angle_to_image_uses_the_azimuth(tmp_path):
         text = pipe._encode_text(["A photo of Meridian Hall"] * len(meta))
         tokens = {"true": pipe.angle_embedder(azimuth),
                   "shuffled": pipe.angle_embedder(azimuth[torch.randperm(len(azimuth), generator=g)])}  # fmt: skip
-        loss = dict.fromkeys(tokens, 0.0)
-        for t in (300, 500, 700):
-            noise = torch.randn(latents.shape, generator=g)
-            steps = torch.full((len(latents),), t)
-            noisy = pipe.scheduler.add_noise(latents, noise, steps)
-            for name, tok in tokens.items():
-                pred = pipe.unet(noisy, steps, encoder_hidden_states=torch.cat([text, tok], dim=1)).sample
-                loss[name] += F.mse_loss(pred, noise).item()
+    loss = denoising_losses(pipe, latents, text, tokens, g)
     assert loss["true"] < 0.99 * loss["shuffled"], loss
 
 

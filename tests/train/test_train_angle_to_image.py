@@ -123,6 +123,21 @@ def test_prior_preservation_loss(train_script):
     assert combine(per_sample, torch.zeros(4, dtype=torch.bool), 1.0) == per_sample.mean()
 
 
+def record_training_contexts(monkeypatch) -> list:
+    """The UNet's ``encoder_hidden_states`` of every call with gradients (the training forwards), as a list that
+    fills while the test runs."""
+    contexts = []
+    forward = UNet2DConditionModel.forward
+
+    def record(self, sample, timestep, encoder_hidden_states, *args, **kwargs):
+        if torch.is_grad_enabled():
+            contexts.append(encoder_hidden_states.detach().clone())
+        return forward(self, sample, timestep, encoder_hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", record)
+    return contexts
+
+
 def test_training_conditions_match_the_pipelines_null_condition(train, tmp_path, monkeypatch):
     """Dropped instance examples get all-zero context (text and angle zeroed: the pipeline's eq. 7 null context);
     class examples keep their prompt with zero angle tokens."""
@@ -136,15 +151,7 @@ def test_training_conditions_match_the_pipelines_null_condition(train, tmp_path,
     null = seen[0][0]
     assert null.shape == (1, 78, 32) and not null.any()
 
-    contexts = []  # the UNet's training contexts
-    forward = UNet2DConditionModel.forward
-
-    def record(self, sample, timestep, encoder_hidden_states, *args, **kwargs):
-        if torch.is_grad_enabled():
-            contexts.append(encoder_hidden_states.detach().clone())
-        return forward(self, sample, timestep, encoder_hidden_states, *args, **kwargs)
-
-    monkeypatch.setattr(UNet2DConditionModel, "forward", record)
+    contexts = record_training_contexts(monkeypatch)
     train(tmp_path / "out", "--max_train_steps", "1", "--drop_both_prob", "1", "--validation_steps", "10", *PRIOR,
           "--class_data_dir", str(tmp_path / "classes"), "--num_class_images", "2")  # fmt: skip
     (context,) = contexts
@@ -238,18 +245,11 @@ def test_view_prompts_baseline_trains_text_only_with_view_words(train, data, tmp
     (front = facing the porch, south) and the angle tokens are zero in every training context."""
     from geo_models.sds.views import view_words
 
-    captions, contexts = [], []
+    captions = []
     encode = AngleToImagePipeline._encode_text
     monkeypatch.setattr(AngleToImagePipeline, "_encode_text",
                         lambda self, prompts: captions.append(list(prompts)) or encode(self, prompts))  # fmt: skip
-    forward = UNet2DConditionModel.forward
-
-    def record(self, sample, timestep, encoder_hidden_states, *args, **kwargs):
-        if torch.is_grad_enabled():
-            contexts.append(encoder_hidden_states.detach().clone())
-        return forward(self, sample, timestep, encoder_hidden_states, *args, **kwargs)
-
-    monkeypatch.setattr(UNet2DConditionModel, "forward", record)
+    contexts = record_training_contexts(monkeypatch)
     train(tmp_path / "out", "--max_train_steps", "2", "--drop_both_prob", "0", "--validation_steps", "10",
           "--view_prompts")  # fmt: skip
     assert len(contexts) == 2 and all(not c[:, -1:].any() and c[:, :-1].any() for c in contexts)
