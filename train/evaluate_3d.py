@@ -66,18 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def fit_classifier(args):
     """Paper Table 2's classifier on colour features of the real views (80% fit, 20% held-out check), or loaded."""
     from geo_models.data import GeoImageFolder
-    from geo_models.generation.evaluation import AngleClassifier, angle_accuracy, colour_features
+    from geo_models.generation.evaluation import AngleClassifier, colour_features, fit_angle_classifier
 
     if args.angle_classifier:
         return AngleClassifier.load(args.angle_classifier), {}, None
     ds = GeoImageFolder(args.landmark_data)
     images = [ds[i]["image"] for i in range(len(ds))]
-    az = torch.tensor(ds.metadata["azimuth_deg"].to_numpy(), dtype=torch.float32)
-    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))
-    test, fit = perm[: len(ds) // 5], perm[len(ds) // 5 :]
-    features = colour_features(images)
-    classifier = AngleClassifier(config={"features": "colour"}).fit(features[fit], az[fit])
-    check = angle_accuracy(classifier.predict(features[test]), az[test]) if len(test) else {}
+    classifier, check, _ = fit_angle_classifier(colour_features(images), ds.metadata["azimuth_deg"].to_numpy(),
+                                                seed=args.seed, config={"features": "colour"})  # fmt: skip
     return classifier, check, images[0].size[1]
 
 

@@ -34,6 +34,7 @@ from geo_models.generation.evaluation import (
     chance_angle_accuracy,
     clip_score,
     colour_features,
+    fit_angle_classifier,
     generate_images,
     image_grid,
     markdown_table,
@@ -223,19 +224,16 @@ def evaluate_angle(args, pipe, backbone) -> tuple[list[dict], list[list]]:
         if "azimuth_deg" not in ds.metadata.columns:
             raise ValueError(f"--landmark_data: {args.landmark_data} has no azimuth_deg column")
         kind = args.angle_features
-        perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed)).tolist()
-        n_test = int(round(args.holdout_fraction * len(ds)))
-        test, fit = perm[:n_test], perm[n_test:]
-        if len(fit) < 2:
-            raise ValueError(f"--landmark_data: {len(fit)} views left to fit the classifier (need >= 2)")
-        az = torch.tensor(ds.metadata["azimuth_deg"].to_numpy(), dtype=torch.float32)
+        if len(ds) - int(round(args.holdout_fraction * len(ds))) < 2:  # before embedding every view
+            raise ValueError(f"--landmark_data: too few views ({len(ds)}) to fit the classifier on >= 2")
         images = [ds[i]["image"] for i in range(len(ds))]
-        feats = features(images, kind)
         config = {"features": kind, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained}
-        classifier = AngleClassifier(config=config).fit(feats[fit], az[fit])
+        classifier, check, test = fit_angle_classifier(
+            features(images, kind), ds.metadata["azimuth_deg"].to_numpy(), holdout_fraction=args.holdout_fraction,
+            seed=args.seed, config=config,
+        )  # fmt: skip
         if test:
-            acc = angle_accuracy(classifier.predict(feats[test]), az[test])
-            rows.append({"method": "Real views (held out, classifier check)", **acc, "n": len(test)})
+            rows.append({"method": "Real views (held out, classifier check)", **check, "n": len(test)})
             samples.append([images[i] for i in test[:12]])
         if args.save_angle_classifier:
             classifier.save(args.save_angle_classifier)

@@ -32,6 +32,7 @@ __all__ = [
     "chance_angle_accuracy",
     "clip_score",
     "colour_features",
+    "fit_angle_classifier",
     "generate_images",
     "image_grid",
     "markdown_table",
@@ -200,6 +201,36 @@ class AngleClassifier:
 
 
 # ---------------------------------------------------------------------------------------------------- generation
+def fit_angle_classifier(
+    features: Any, azimuth_deg: Any, *, holdout_fraction: float = 0.2, seed: int = 0, config: dict | None = None
+) -> tuple[AngleClassifier, dict[str, float], list[int]]:
+    """Paper Table 2's classifier fitted on real views, a seeded ``holdout_fraction`` of them held out as its check.
+
+    Args:
+        features: ``(N, D)`` features of the real views; azimuth_deg: their ``N`` azimuths, degrees.
+        holdout_fraction: in [0, 1); ``round(fraction * N)`` views (a seeded permutation's first) are held out.
+        seed: the permutation's seed. config: the classifier's config (the features it expects).
+
+    Returns:
+        ``(classifier, check, held_out)``: the classifier fitted on the other views, :func:`angle_accuracy` on the
+        held-out ones (``{}`` when none) and their indices.
+
+    Raises:
+        ValueError: fewer than 2 views left to fit.
+    """
+    n = len(features)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = int(round(holdout_fraction * n))
+    test, fit = perm[:n_test], perm[n_test:]
+    if len(fit) < 2:
+        raise ValueError(f"{len(fit)} views left to fit the classifier (need >= 2)")
+    x = torch.as_tensor(features, dtype=torch.float32)
+    az = torch.as_tensor(azimuth_deg, dtype=torch.float32).reshape(-1)
+    classifier = AngleClassifier(config=config).fit(x[fit], az[fit])
+    check = angle_accuracy(classifier.predict(x[test]), az[test]) if test else {}
+    return classifier, check, test
+
+
 def generate_images(
     pipe,
     prompts: Sequence[str],
