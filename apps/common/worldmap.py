@@ -10,6 +10,7 @@ best guess, the photo's GPS). A figure is a few hundred KB at most.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import plotly.graph_objects as go
@@ -23,11 +24,20 @@ MIN_REGION_DEG = 1.0  # the regional view spans at least this many degrees of la
 VIEWS = ("world", "region")
 
 
+@lru_cache(maxsize=1)
+def _coast_points() -> np.ndarray:
+    """All coastline polylines in one ``(P, 2)`` latlon array, NaN rows between them, rounded to 0.01 degree: built
+    once, not for each map (callers only read it)."""
+    sep = np.full((1, 2), np.nan, np.float32)
+    pts = np.concatenate([part for line in load_coastlines() for part in (line, sep)]).astype(np.float64).round(2)
+    pts.flags.writeable = False
+    return pts
+
+
 def _coastlines(box: tuple[float, float, float, float] | None = None) -> go.Scatter:
     """The coastlines as one line trace (NaN rows break it); with ``box`` (lat0, lat1, lon0, lon1) only the points
     within it (plus a margin), so a regional figure does not carry the whole world."""
-    sep = np.full((1, 2), np.nan, np.float32)
-    pts = np.concatenate([part for line in load_coastlines() for part in (line, sep)]).astype(np.float64).round(2)
+    pts = _coast_points()
     if box is not None:
         lat0, lat1, lon0, lon1 = box
         m = 0.1 * max(lat1 - lat0, lon1 - lon0)
