@@ -148,6 +148,7 @@ def test_model3d_shows_the_starter_mesh_in_chromium(store, tmp_path):
             page.get_by_role("slider", name="lift steps (~0.3 s each)").fill("10")
             page.get_by_role("button", name="Lift", exact=True).click()
             page.locator("#landmark3d-status", has_text="Done").wait_for()
+            page.locator("#landmark3d-download a").first.wait_for()  # the file link renders a moment after "Done"
             assert page.locator("#landmark3d-download a").count() >= 1
             browser.close()
     finally:
