@@ -105,19 +105,59 @@ def shows_city(view: MapView) -> bool:
     return small and view.lat_min < lat1 and view.lat_max > lat0 and view.lon_min < lon1 and view.lon_max > lon0
 
 
+def _overlaps(box, boxes) -> bool:
+    return any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes)
+
+
+def _fits(box, view: MapView, boxes) -> bool:
+    """Inside the image and clear of ``boxes``."""
+    inside = box[0] >= 0 and box[1] >= 0 and box[2] <= view.width and box[3] <= view.height
+    return inside and not _overlaps(box, boxes)
+
+
+def city_labels(draw: ImageDraw.ImageDraw, view: MapView) -> list[tuple[str, tuple[float, float], str, tuple]]:
+    """Where the city's labels go: ``(text, (x, y), anchor, box)`` of each label drawn, inside the image and none
+    overlapping another.
+
+    Landmarks are placed first (right of their marker, else left, above or below); a neighbourhood's name is
+    centred on it, nudged up or down by a line when that clears the labels placed so far, else left out: at the
+    starter's zoom "Murray Hill" sat on "Empire State Building" (issue 17)."""
+    from geo_models.data.procedural.city import LANDMARKS, NEIGHBOURHOODS
+
+    font, placed, boxes = _font(14), [], []
+    marks = [(float(x), float(y)) for x, y in (view.to_pixel(m.lat, m.lon) for m in LANDMARKS)]
+    boxes += [(x - 6, y - 6, x + 6, y + 6) for x, y in marks]  # the markers themselves stay clear
+    for mark, (x, y) in zip(LANDMARKS, marks):
+        tries = [((x + 8, y), "lm"), ((x - 8, y), "rm"), ((x, y - 8), "mb"), ((x, y + 8), "mt")]
+        for xy, anchor in tries:
+            box = draw.textbbox(xy, mark.name, font=font, anchor=anchor)
+            if _fits(box, view, boxes):
+                placed.append((mark.name, xy, anchor, box))
+                boxes.append(box)
+                break
+    for hood in NEIGHBOURHOODS:
+        x, y = (float(v) for v in view.to_pixel(hood.lat, hood.lon))
+        for dy in (0, -16, 16):
+            box = draw.textbbox((x, y + dy), hood.name, font=font, anchor="mm")
+            if _fits(box, view, boxes):
+                placed.append((hood.name, (x, y + dy), "mm", box))
+                boxes.append(box)
+                break
+    return placed
+
+
 def _draw_city(draw: ImageDraw.ImageDraw, view: MapView) -> None:
-    from geo_models.data.procedural.city import CENTRAL_PARK_POLYGON, LANDMARKS, MANHATTAN_POLYGON, NEIGHBOURHOODS
+    from geo_models.data.procedural.city import CENTRAL_PARK_POLYGON, LANDMARKS, MANHATTAN_POLYGON
 
     draw.polygon(_polygon(view, MANHATTAN_POLYGON), fill=LAND, outline=LINE, width=2)
     draw.polygon(_polygon(view, CENTRAL_PARK_POLYGON), fill=PARK, outline=(90, 140, 70))
-    small = _font(14)
-    for n in NEIGHBOURHOODS:
-        x, y = view.to_pixel(n.lat, n.lon)
-        draw.text((float(x), float(y)), n.name, fill=(120, 120, 120), font=small, anchor="mm")
+    landmarks = {m.name for m in LANDMARKS}
     for mark in LANDMARKS:
         x, y = (float(v) for v in view.to_pixel(mark.lat, mark.lon))
         draw.regular_polygon((x, y, 6), 4, rotation=45, fill=(120, 40, 120))
-        draw.text((x + 8, y), mark.name, fill=(120, 40, 120), font=small, anchor="lm")
+    for text, xy, anchor, _ in city_labels(draw, view):
+        colour = (120, 40, 120) if text in landmarks else (120, 120, 120)
+        draw.text(xy, text, fill=colour, font=_font(14), anchor=anchor)
 
 
 def _draw_coastlines(draw: ImageDraw.ImageDraw, view: MapView) -> None:

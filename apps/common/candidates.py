@@ -53,3 +53,22 @@ def distinct_places(candidates, scores, *, radius_km: float = DISTINCT_RADIUS_KM
         merged.append(1)
     rank = np.argsort(-np.asarray(total), kind="stable")[: top_k if top_k is not None else None]
     return cands[kept][rank], np.asarray(total)[rank], np.asarray(merged)[rank]
+
+
+def nearest_shares(places, samples, *, radius_km: float) -> np.ndarray:
+    """The share of ``samples (S, 2)`` whose nearest place of ``places (P, 2)`` is each place and lies within
+    ``radius_km`` of it -> ``(P,)``, summing to at most 1.
+
+    A sample-based geolocator's (LocDiff's) score in words: "this share of the model's guesses point here". Its own
+    ranking score, the share of samples within 750 km of a candidate, is 1 for every candidate of a concentrated
+    cloud (issue 17); assigning each sample to one place splits the cloud between them instead.
+    """
+    places = torch.as_tensor(np.asarray(places, dtype=np.float64).reshape(-1, 2))
+    pts = torch.as_tensor(np.asarray(samples, dtype=np.float64).reshape(-1, 2))
+    if len(pts) == 0 or len(places) == 0:
+        return np.zeros(len(places))
+    d = haversine_km(pts[:, None], places[None])  # (S, P)
+    nearest = d.argmin(dim=1)
+    close = d.gather(1, nearest[:, None])[:, 0] <= radius_km
+    counts = torch.bincount(nearest[close], minlength=len(places))
+    return (counts.double() / len(pts)).numpy()

@@ -11,7 +11,7 @@ import gradio as gr
 from apps.common.janitor import UploadJanitor
 from apps.common.models import ModelStore
 from apps.common.settings import Settings, parse_settings
-from apps.common.ui import quiet_user_error_tracebacks
+from apps.common.ui import APP_CSS, quiet_user_error_tracebacks
 
 
 def prepare(build: Callable[[ModelStore], gr.Blocks], settings: Settings, store: ModelStore | None = None):
@@ -48,7 +48,8 @@ def launch_kwargs(settings: Settings) -> dict:
         trust_forwarded_for=settings.trust_forwarded_for,
     )
     return dict(server_name=settings.host, server_port=settings.port, max_file_size=f"{settings.max_file_mb:g}mb",
-                show_error=True, app_kwargs={"middleware": [Middleware(ClientLimits, settings=limits)]})  # fmt: skip
+                show_error=True, app_kwargs={"middleware": [Middleware(ClientLimits, settings=limits)]},
+                css=APP_CSS)  # fmt: skip
 
 
 def launch(build: Callable[[ModelStore], gr.Blocks], argv=None, *, description: str = "") -> int:

@@ -7,19 +7,40 @@ import gc
 import logging
 import sys
 import traceback
+from dataclasses import dataclass
 
 import gradio as gr
 
 from apps.common import limits
 
 logger = logging.getLogger(__name__)
+# Page styles of every app (``launch(css=...)``): on a phone the result tables use a smaller font, so their columns
+# (given in percent by the apps) hold a place name or a number without breaking it mid-word.
+APP_CSS = """
+@media (max-width: 600px) {
+  #geolocate-table *, #text-query-table * { font-size: 11px !important; }
+  #geolocate-table td, #geolocate-table th, #text-query-table td, #text-query-table th { padding: 2px 3px !important; }
+}
+"""
 STARTER_NOTE = "Starter models trained on procedural data: expect toy predictions, not real-world accuracy."
+
+
+@dataclass(frozen=True)
+class RejectedUpload:
+    """What a :func:`checked_image` passes to event handlers instead of a path when the upload failed its checks:
+    the handler says why on the page (:func:`inline_errors`) or raises it as a ``ValueError`` (API endpoints)."""
+
+    reason: str
+
+    def raise_error(self):
+        raise ValueError(self.reason)
 
 
 def checked_image(*, max_megapixels: float = limits.MAX_MEGAPIXELS, max_file_mb: float = limits.MAX_FILE_MB,
                   **kwargs) -> gr.Image:  # fmt: skip
     """A ``gr.Image`` passing a file path (EXIF kept) whose upload is checked from its header before decoding: not an
-    image, too many megapixels or too large a file -> a ``gr.Error`` message in the UI.
+    image, too many megapixels or too large a file -> a :class:`RejectedUpload` carrying the reason (the file is
+    never decoded), so an ``upload`` handler can say so at once, inline, and Locate can refuse it.
 
     The check wraps this instance's ``preprocess`` (a ``gr.Image`` subclass would make Gradio write a ``.pyi`` stub
     next to this file at import time).
@@ -32,7 +53,7 @@ def checked_image(*, max_megapixels: float = limits.MAX_MEGAPIXELS, max_file_mb:
             try:
                 limits.check_image_file(payload.path, max_megapixels=max_megapixels, max_file_mb=max_file_mb)
             except ValueError as err:
-                raise gr.Error(str(err), print_exception=False) from None
+                return RejectedUpload(str(err))
         return preprocess(payload)
 
     image.preprocess = checked_preprocess
@@ -63,6 +84,43 @@ def user_errors(fn):
             collect_request_garbage()
 
     return wrapper
+
+
+def error_markdown(message: str) -> str:
+    """A user's error as the status line of a tab (the last good answer stays below it)."""
+    return f"⚠️ **Error**: {message}"
+
+
+def inline_errors(num_outputs: int):
+    """For a UI event whose first output is a status ``gr.Markdown``: a user's error (``ValueError``, ``gr.Error``) or
+    an unexpected one (logged with its traceback) becomes :func:`error_markdown` in that status, and the other
+    ``num_outputs - 1`` outputs are left as they were (``gr.skip()``). So an error never wipes the last good answer,
+    never leaves an "Error" label over stale outputs, and no toast covers the controls (issue 17). API endpoints keep
+    :func:`user_errors`: a client sees the error."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error as err:
+                logger.info("%s: user error: %s", fn.__name__, err.message)
+                message = err.message
+            except ValueError as err:
+                logger.info("%s: user error: %s", fn.__name__, err)
+                message = str(err)
+            except Exception as err:
+                logger.exception("error in %s", fn.__name__)
+                message = f"something went wrong ({type(err).__name__}: {err})"
+            finally:
+                collect_request_garbage()
+            if num_outputs == 1:
+                return error_markdown(message)
+            return (error_markdown(message), *[gr.skip() for _ in range(num_outputs - 1)])
+
+        return wrapper
+
+    return decorate
 
 
 def collect_request_garbage() -> None:

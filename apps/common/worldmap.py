@@ -18,9 +18,11 @@ import plotly.graph_objects as go
 from apps.common.coastlines import load_coastlines
 
 LAND_LINE = "#1f3b57"
+TEXT_COLOR = "#7d8a97"  # axis labels, legend and colour bar: legible on white and on a dark page
 COLORS = {"candidates": "#d62728", "best": "#8b0000", "samples": "#ff7f0e", "true": "#2ca02c"}
 HEAT_CELL_DEG = 3.0  # the heatmap's cells are at least this coarse: fine enough to read, light to send
 MIN_REGION_DEG = 1.0  # the regional view spans at least this many degrees of latitude
+REGION_ASPECT = 1.6  # the regional view is at least this much wider than tall, on screen
 VIEWS = ("world", "region")
 
 
@@ -87,7 +89,8 @@ def _markers(latlon, name: str, color: str, size: float, text=None, symbol: str 
 
 def region_bounds(points: np.ndarray, pad: float = 0.25) -> tuple[float, float, float, float]:
     """``(lat_min, lat_max, lon_min, lon_max)`` around ``points (N, 2)`` with ``pad`` of the span on each side, at
-    least ``MIN_REGION_DEG`` tall, as wide as an equal-area view at that latitude needs; the dateline is not wrapped
+    least ``MIN_REGION_DEG`` tall, at least ``REGION_ASPECT`` times as wide as tall on the map (so it fills its
+    panel); the dateline is not wrapped
     (points on both sides of it give a wide view)."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     lat_lo, lat_hi = pts[:, 0].min(), pts[:, 0].max()
@@ -95,7 +98,7 @@ def region_bounds(points: np.ndarray, pad: float = 0.25) -> tuple[float, float, 
     span_lat = max(lat_hi - lat_lo, MIN_REGION_DEG) * (1 + 2 * pad)
     mid_lat, mid_lon = (lat_lo + lat_hi) / 2, (lon_lo + lon_hi) / 2
     stretch = 1 / max(math.cos(math.radians(mid_lat)), 0.2)  # a degree of longitude is shorter away from the equator
-    span_lon = max((lon_hi - lon_lo) * (1 + 2 * pad), span_lat * stretch)
+    span_lon = max((lon_hi - lon_lo) * (1 + 2 * pad), REGION_ASPECT * span_lat * stretch)
     lat0, lat1 = max(-90.0, mid_lat - span_lat / 2), min(90.0, mid_lat + span_lat / 2)
     lon0, lon1 = max(-180.0, mid_lon - span_lon / 2), min(180.0, mid_lon + span_lon / 2)
     return lat0, lat1, lon0, lon1
@@ -160,6 +163,9 @@ def map_figure(
         height=360 if view == "world" else 320,
         legend=dict(orientation="h", x=0, y=-0.08),
         plot_bgcolor="#dbe9f6",
+        # a transparent paper and mid-grey text read on the page's light and dark themes alike
+        paper_bgcolor="rgba(0,0,0,0)",
+        font=dict(color=TEXT_COLOR),
         dragmode="pan",
     )  # fmt: skip
     return fig

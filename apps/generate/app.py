@@ -21,7 +21,7 @@ from PIL import Image  # noqa: E402
 
 from apps.common.models import ModelStore  # noqa: E402
 from apps.common.settings import env_var, parse_settings  # noqa: E402
-from apps.common.ui import user_errors  # noqa: E402
+from apps.common.ui import inline_errors, user_errors  # noqa: E402
 from apps.generate.inference import (  # noqa: E402
     MAX_GUIDANCE,
     MAX_SAMPLES,
@@ -30,6 +30,8 @@ from apps.generate.inference import (  # noqa: E402
     MODEL_NAME,
     MODES,
     GenerateRequest,
+    area_box,
+    area_note,
     default_point,
     default_radius_km,
     draw_map,
@@ -78,33 +80,41 @@ def create_demo(store: ModelStore) -> gr.Blocks:
     # the starter model learned the procedural city's generic captions ("A street in Manhattan", ...)
     starter_prompt = GENERIC_CAPTIONS["street"] if error is None and uses_starter(store) else ""
 
+    def point_note(lat, lon, mode, radius) -> str:
+        """Why the point (or, averaging, its area) is a poor choice for this model, or ''."""
+        if lat is None or error is not None:
+            return ""
+        if not (abs(lat) <= 90 and abs(lon) <= 180):
+            return "latitude must be in [-90, 90] and longitude in [-180, 180] degrees"
+        note = outside_note(lat, lon, trained)
+        if not note and mode == MODES[1] and radius and radius > 0:
+            note = area_note(area_box(lat, lon, float(radius)), trained)
+        return f"**Warning**: {note}" if note else ""
+
+    # A new point or area makes the image on show stale: it is cleared (with a line saying so) rather than left
+    # looking like the new point's (issue 17).
+    STALE = "The point or area changed: press **Generate** for an image of it."
+
     def redraw(lat, lon, mode, radius):
         lat, lon = _point(lat, lon)
-        note = outside_note(lat, lon, trained) if lat is not None and error is None else ""
-        if lat is not None and not (abs(lat) <= 90 and abs(lon) <= 180):
-            note = "latitude must be in [-90, 90] and longitude in [-180, 180] degrees"
-        return draw_map(area, lat, lon, mode, radius), note
+        return draw_map(area, lat, lon, mode, radius), point_note(lat, lon, mode, radius), None, STALE
 
     def on_click(mode, radius, evt: gr.SelectData):
         lat, lon = pixel_to_latlon(area, *evt.index[:2])
-        note = outside_note(lat, lon, trained) if error is None else ""
-        if note:
-            gr.Warning(note)
-        return lat, lon, draw_map(area, lat, lon, mode, radius), note
+        note = point_note(lat, lon, mode, radius)
+        return lat, lon, draw_map(area, lat, lon, mode, radius), note, None, STALE
 
     def request(prompt, lat, lon, text_scale, gps_scale, steps, seed, mode, radius, samples) -> GenerateRequest:
         return GenerateRequest(prompt, lat, lon, text_scale, gps_scale, steps, seed, mode, radius, samples)
 
-    @user_errors
+    @inline_errors(num_outputs=3)
     def generate_ui(*args, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         progress(0, desc="Generating")
         image, info = generate(store, request(*args))
-        for note in info["notes"]:
-            gr.Warning(note)
         if min(image.size) < DISPLAY_MIN_SIDE:
             scale = -(-DISPLAY_MIN_SIDE // min(image.size))
             image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-        return image, info_markdown(info)
+        return "", image, info_markdown(info)  # the info lists the warnings (outside the area, clamped values)
 
     @user_errors
     def generate_api(prompt, latitude, longitude, text_guidance_scale, gps_guidance_scale, steps, seed, mode,
@@ -128,7 +138,8 @@ def create_demo(store: ModelStore) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=3):
                 map_image = gr.Image(draw_map(area, lat0, lon0), type="pil", interactive=False, label="Map",
-                                     buttons=[], elem_id="generate-map", height=560)  # fmt: skip
+                                     buttons=[], elem_id="generate-map", height=560,
+                                     alt_text="Map of the model's area: click to set the GPS point")  # fmt: skip
                 with gr.Row():
                     lat = gr.Number(lat0, label="latitude", elem_id="generate-lat")
                     lon = gr.Number(lon0, label="longitude", elem_id="generate-lon")
@@ -141,20 +152,22 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                 seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
                 mode = gr.Radio(list(MODES), value=MODES[0], label="mode")
                 with gr.Row():
-                    radius = gr.Slider(radius_max / 200, radius_max, value=radius0, label="area radius (km)")
+                    radius = gr.Slider(radius_max / 200, radius_max, value=radius0, label="area half-side (km)",
+                                       info="average mode: a square this many km from the point to each side")
                     samples = gr.Slider(2, MAX_SAMPLES, value=16, step=1, label="samples (average mode)")
                 run = gr.Button("Generate", variant="primary")
+                status = gr.Markdown(elem_id="generate-status")  # progress and errors
                 output = gr.Image(type="pil", format="png", label="Generated image", interactive=False, height=340,
-                                  elem_id="generate-output")  # fmt: skip
+                                  elem_id="generate-output", alt_text="The generated photo")  # fmt: skip
                 info = gr.Markdown(elem_id="generate-info")
 
         map_events = dict(show_progress="hidden", concurrency_limit=None, api_visibility="private")
-        map_image.select(on_click, [mode, radius], [lat, lon, map_image, note], **map_events)
+        map_image.select(on_click, [mode, radius], [lat, lon, map_image, note, output, info], **map_events)
         gr.on([lat.submit, lon.submit, lat.blur, lon.blur, mode.change, radius.release], redraw,
-              [lat, lon, mode, radius], [map_image, note], **map_events)  # fmt: skip
+              [lat, lon, mode, radius], [map_image, note, output, info], **map_events)  # fmt: skip
         inputs = [prompt, lat, lon, text_scale, gps_scale, steps, seed, mode, radius, samples]
-        gr.on([run.click, prompt.submit], generate_ui, inputs, [output, info],  # the map stays clickable on errors
-              api_visibility="undocumented", concurrency_id=MODEL_NAME)  # fmt: skip
+        gr.on([run.click, prompt.submit], generate_ui, inputs, [status, output, info],  # the map stays clickable
+              api_visibility="undocumented", concurrency_id=MODEL_NAME, show_progress_on=[status])  # fmt: skip
         # the API endpoint with a stable name: the raw image out (a hidden button, never clicked in the UI)
         gr.Button(visible=False).click(generate_api, inputs, output, api_name="generate", concurrency_id=MODEL_NAME)
     return demo

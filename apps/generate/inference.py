@@ -99,6 +99,21 @@ def outside_note(lat: float, lon: float, area: GeoArea | tuple[float, float, flo
     )
 
 
+def area_note(box: tuple[float, float, float, float], area: GeoArea | tuple[float, float, float, float]) -> str:
+    """A warning when an averaging ``box`` (``area_box``) reaches beyond the training area, else an empty string:
+    the average then blends in points where the GPS embedding extrapolates."""
+    if hasattr(area, "as_list"):
+        area = tuple(area.as_list())
+    lat0, lat1, lon0, lon1 = box
+    if area[0] <= lat0 and lat1 <= area[1] and area[2] <= lon0 and lon1 <= area[3]:
+        return ""
+    return (
+        f"The averaging area (lat {lat0:.4f} to {lat1:.4f}, lon {lon0:.4f} to {lon1:.4f}) reaches beyond the model's "
+        f"training area (lat {area[0]:g} to {area[1]:g}, lon {area[2]:g} to {area[3]:g}): the points outside it "
+        "extrapolate; a smaller area half-side keeps the average inside."
+    )
+
+
 def area_box(lat: float, lon: float, radius_km: float) -> tuple[float, float, float, float]:
     """The lat/lon box ``(lat_min, lat_max, lon_min, lon_max)`` around ``(lat, lon)`` with half-sides ``radius_km``
     (north-south and east-west at the centre's latitude), clipped to the world."""
@@ -234,7 +249,8 @@ def generate(store: ModelStore, req: GenerateRequest):
     if pipe is None:
         raise ValueError(error)
     box = area_box(req.latitude, req.longitude, req.radius_km) if req.mode == MODES[1] else None
-    note = outside_note(req.latitude, req.longitude, model_area(pipe))
+    trained = model_area(pipe)
+    note = outside_note(req.latitude, req.longitude, trained) or (area_note(box, trained) if box else "")
     if note:
         notes.append(note)
     image = _run(store.key, req, box)

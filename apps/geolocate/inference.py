@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from apps.common.candidates import DISTINCT_RADIUS_KM, distinct_places
+from apps.common.candidates import DISTINCT_RADIUS_KM, distinct_places, nearest_shares
 from apps.common.geocode import place_names
 from apps.common.models import ModelStore, gpu
+from apps.common.wording import format_latlon
 from apps.common.worldmap import map_figure
 from geo_models.checks import check_int, check_number
 from geo_models.sphere import haversine_km
@@ -28,12 +29,19 @@ GEOLOCATORS: dict[str, tuple[str, ...]] = {
 # how a place's score combines the guesses merged into it (apps.common.candidates): probabilities add up
 COMBINE = {"GeoCLIP": "sum", "LocDiff": "max", "LocDiff-H": "sum", "Sphere flow": "max"}
 OVERSAMPLE = 4  # guesses asked per candidate shown, so that merging near-duplicates still leaves top_k places
-SCORE_LABELS = {
+SCORE_LABELS = {  # what a score means, in the JSON and the maps' hover texts
     "GeoCLIP": "probability",
-    "LocDiff": "share of samples within 750 km",
+    "LocDiff": "share of the model's guesses nearest to this place",
     "LocDiff-H": "probability (within 200 km of LocDiff's samples)",
     "Sphere flow": "log-density (higher is likelier; +2.3 = 10x)",
 }
+SCORE_COLUMNS = {  # the table's column header (short, so the table fits a phone)
+    "GeoCLIP": "probability",
+    "LocDiff": "share of guesses",
+    "LocDiff-H": "probability",
+    "Sphere flow": "log-density",
+}
+SHARE_RADIUS_KM = 750.0  # LocDiff's own density radius (LocDiffPipeline.predict): farther samples count for no place
 
 
 MAX_TOP_K = 20
@@ -132,24 +140,35 @@ def geolocate(
     geolocator: str = "GeoCLIP",
     options: GeolocateOptions | None = None,
     true_latlon: tuple[float, float] | None = None,
+    on_stage=None,
 ) -> tuple[object, pd.DataFrame, dict]:
     """Geolocate one PIL image -> (``{"world", "region"}`` plotly maps, candidates table, JSON-able result).
 
-    Raises ``ValueError`` with a user-facing message for an unknown or unavailable geolocator or bad options.
+    ``on_stage(fraction, description)``, if given, is called as each stage starts (the model, naming the places,
+    drawing the maps): the app's progress indicator. Raises ``ValueError`` with a user-facing message for an unknown
+    or unavailable geolocator or bad options.
     """
+    stage = on_stage or (lambda fraction, description: None)
     opt = (options or GeolocateOptions()).checked()
     reason = unavailable(store, geolocator)
     if reason:
         raise ValueError(f"{geolocator} is not available: {reason}")
+    work = "" if geolocator == "GeoCLIP" else f" ({opt.num_samples} samples x {opt.num_inference_steps} steps)"
+    stage(0.1, f"Running {geolocator}{work}")
     res = _run(store.key, image, geolocator, opt)
+    stage(0.7, "Merging nearby guesses and naming the places")
     cands, scores, merged = distinct_places(res["candidates"], res["scores"], radius_km=DISTINCT_RADIUS_KM,
                                             combine=COMBINE[geolocator], top_k=opt.top_k)  # fmt: skip
+    if geolocator == "LocDiff":  # its ranking score is ~1 for every place of a tight cloud: split the cloud instead
+        scores = nearest_shares(cands, res["samples"], radius_km=SHARE_RADIUS_KM)
+        order = np.argsort(-scores, kind="stable")
+        cands, scores, merged = cands[order], scores[order], merged[order]
     places = place_names(cands)  # the best guess is the top place (what the globe draws): the model's own point
     # estimate, or better when merging near-duplicates gathered more mass elsewhere (GeoCLIP's split gallery points)
     label = SCORE_LABELS[geolocator]
     table = pd.DataFrame({"rank": np.arange(1, len(cands) + 1), "place": places,
-                          "latitude": cands[:, 0].round(4), "longitude": cands[:, 1].round(4),
-                          label: scores.round(4)})  # fmt: skip
+                          "coordinates": [format_latlon(a, b) for a, b in cands],
+                          SCORE_COLUMNS[geolocator]: scores.round(4)})  # fmt: skip
     records = [
         {"rank": i + 1, "latitude": float(c[0]), "longitude": float(c[1]), "score": float(sc), "place": p,
          "merged_guesses": int(m)}
@@ -181,6 +200,7 @@ def geolocate(
     labels = [f"#{r['rank']} {r['place']}<br>{label}: {r['score']:.4g}" for r in records]
     drawn = dict(candidates=cands, candidate_labels=labels, samples=res.get("samples"), true_latlon=true_latlon,
                  heat=res.get("heat"))  # fmt: skip
+    stage(0.85, "Drawing the maps")
     figures = {view: map_figure(**drawn, view=view) for view in ("world", "region")}
     return figures, table, result
 
@@ -203,8 +223,9 @@ def text_query(
     out = _text_heatmap(store.key, text, resolution_deg, top_k)
     cands, scores = out.candidates[0].double().numpy(), out.scores[0].double().numpy()
     places = place_names(cands)
-    table = pd.DataFrame({"rank": np.arange(1, len(cands) + 1), "place": places, "latitude": cands[:, 0].round(3),
-                          "longitude": cands[:, 1].round(3), "probability": scores.round(5)})  # fmt: skip
+    table = pd.DataFrame({"rank": np.arange(1, len(cands) + 1), "place": places,
+                          "coordinates": [format_latlon(a, b) for a, b in cands],
+                          "probability": scores.round(5)})  # fmt: skip
     records = [
         {"rank": i + 1, "latitude": float(c[0]), "longitude": float(c[1]), "score": float(sc), "place": p}
         for i, (c, sc, p) in enumerate(zip(cands, scores, places))

@@ -9,6 +9,9 @@ import numpy as np
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 PLACES = {"paris": (48.8566, 2.3522), "cairo": (30.0444, 31.2357), "tokyo": (35.6762, 139.6503),
           "rio": (-22.9068, -43.1729), "alps": (46.5, 9.8), "amazon": (-3.4653, -62.2159)}  # fmt: skip
+CAPTIONS = {"paris": "Paris, France", "cairo": "Cairo, Egypt", "tokyo": "Tokyo, Japan",
+            "rio": "Rio de Janeiro, Brazil", "alps": "The Alps, Switzerland",
+            "amazon": "The Amazon rainforest, Brazil"}  # fmt: skip
 
 
 def main() -> None:

@@ -41,3 +41,14 @@ def test_bad_input():
         distinct_places(np.zeros((1, 2)), [1.0], combine="mean")
     with pytest.raises(ValueError, match="equally long"):
         distinct_places(np.zeros((2, 2)), [1.0])
+
+
+def test_nearest_shares_split_a_tight_cloud_between_places():
+    """LocDiff's own score (share within 750 km) was 1.0 on every row of a tight cloud (issue 17); the share of
+    samples nearest to each place tells the rows apart and sums to at most 1."""
+    from apps.common.candidates import nearest_shares
+
+    samples = np.array([PARIS] * 5 + [NEAR_PARIS] * 2 + [LYON] * 2 + [DJENNE])
+    shares = nearest_shares(np.array([PARIS, LYON]), samples, radius_km=750)
+    np.testing.assert_allclose(shares, [0.7, 0.2])  # Djenne is nearest Lyon but 4,000 km away: no place's
+    assert nearest_shares(np.zeros((0, 2)), samples, radius_km=750).shape == (0,)

@@ -151,12 +151,27 @@ def test_bad_input_in_the_browser_is_a_message(page, tmp_path):
     lat.fill("1000")
     lat.press("Enter")
     page.get_by_role("button", name="Generate", exact=True).click()
-    page.locator(".toast-body", has_text="latitude must be in").first.wait_for()
+    page.locator("#generate-status", has_text="latitude must be in").wait_for()  # inline, no toast over the controls
+    assert page.locator(".toast-body").count() == 0
     page.screenshot(path=str(tmp_path / "bad_latitude.png"))
-    for close in page.locator(".toast-close").all():
-        close.click()
     click_map_at(page, 40.80, -73.95)  # a click fixes it; generation works again
     page.wait_for_function("() => parseFloat(document.querySelector('#generate-lat input').value) < 41")
     page.get_by_label("single point").check()
     page.get_by_role("button", name="Generate", exact=True).click()
     page.locator("#generate-info", has_text="Generated at 40.8").wait_for()
+
+
+def test_a_new_point_clears_the_stale_image_and_warns_about_the_area(page):
+    """After a map click the previous image goes (it was left looking like the new point's, issue 17) and an
+    averaging area reaching beyond the training area is a warning on the page, not only in the server log."""
+    page.get_by_label("single point").check()
+    click_map_at(page, *EMPIRE_STATE)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#generate-info", has_text="Generated at").wait_for()
+    page.locator("#generate-output img").first.wait_for()
+    click_map_at(page, 40.80, -73.95)
+    page.locator("#generate-info", has_text="press Generate").wait_for()
+    page.wait_for_function("() => !document.querySelector('#generate-output img')")
+    page.get_by_label("average over area").check()
+    click_map_at(page, 40.86, -73.92)  # near the area's east edge: the default 2 km half-side reaches beyond it
+    page.locator("#generate-note", has_text="reaches beyond the model's training area").wait_for()

@@ -172,3 +172,30 @@ def test_space_front_matter_and_requirements():
     assert meta["models"] and all(len(entry.split()) == 3 for entry in meta["preload_from_hub"])  # pinned commits
     reqs = (APPS / "generate" / "requirements.txt").read_text().split()
     assert "torch==2.14.1" in reqs and "diffusers==0.42.1" in reqs and not any(r.startswith("gradio") for r in reqs)
+
+
+def test_area_note_when_the_average_leaves_the_training_area():
+    from apps.generate.inference import area_box, area_note
+
+    area = (40.70, 40.88, -74.02, -73.91)
+    assert area_note(area_box(40.78, -73.965, 1.0), area) == ""
+    assert "reaches beyond the model's training area" in area_note(area_box(40.78, -73.965, 24.0), area)
+
+
+def test_city_labels_never_overlap_and_stay_inside():
+    """The city map's labels (landmarks, neighbourhoods) are placed clear of each other: "Murray Hill" sat on
+    "Empire State Building" (issue 17)."""
+    from PIL import Image, ImageDraw
+
+    from apps.common.areamap import city_labels
+    from apps.generate.inference import area_view
+
+    for area in [(40.70, 40.88, -74.02, -73.91), (40.74, 40.76, -74.0, -73.97)]:
+        view = area_view(area)
+        placed = city_labels(ImageDraw.Draw(Image.new("RGB", (view.width, view.height))), view)
+        boxes = [box for *_, box in placed]
+        assert len(placed) >= 3
+        for i, a in enumerate(boxes):
+            assert a[0] >= 0 and a[1] >= 0 and a[2] <= view.width and a[3] <= view.height
+            for b in boxes[i + 1 :]:
+                assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (placed, a, b)

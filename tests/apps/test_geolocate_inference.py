@@ -16,7 +16,8 @@ def test_geolocate_every_geolocator(store, photo_path, geolocator):
     maps, table, result = geolocate(store, Image.open(photo_path).convert("RGB"), geolocator, opts,
                                     true_latlon=(48.8566, 2.3522))  # fmt: skip
     fig = maps["world"]
-    assert len(table) == 3 and list(table.columns[:4]) == ["rank", "place", "latitude", "longitude"]
+    assert len(table) == 3 and list(table.columns[:3]) == ["rank", "place", "coordinates"]
+    assert all(t.endswith((" E", " W")) and ("° N" in t or "° S" in t) for t in table["coordinates"])  # hemispheres
     assert "km from photo GPS" in table.columns
     json.dumps(result)
     assert result["geolocator"] == geolocator and len(result["candidates"]) == 3 and result["error_km"] >= 0
@@ -62,3 +63,17 @@ def test_candidate_rows_are_distinct_places(store, photo_path, geolocator):
     d = haversine_km(latlon[:, None], latlon[None])
     assert bool((d[~torch.eye(len(latlon), dtype=torch.bool)] > 25.0).all())
     assert 1 <= len(table) <= 5 and all(c["merged_guesses"] >= 1 for c in result["candidates"])
+
+
+def test_locdiff_scores_are_shares_that_tell_places_apart(store, photo_path):
+    """LocDiff's rows show the share of its samples nearest each place: ranked, summing to <= 1, never all 1.0."""
+    opts = GeolocateOptions(top_k=5, num_samples=64, num_inference_steps=4, density_resolution_deg=20.0)
+    stages = []
+    _, table, result = geolocate(store, Image.open(photo_path).convert("RGB"), "LocDiff", opts,
+                                 on_stage=lambda f, d: stages.append((f, d)))  # fmt: skip
+    scores = [c["score"] for c in result["candidates"]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-9
+    assert len(scores) == 1 or scores[-1] < 1.0
+    assert "share of guesses" in table.columns
+    assert [f for f, _ in stages] == sorted(f for f, _ in stages) and len(stages) == 3  # real stages, in order
+    assert stages[0][1].startswith("Running LocDiff (64 samples x 4 steps)")
