@@ -74,17 +74,20 @@ def _heatmap(heat: dict, box: tuple[float, float, float, float] | None = None) -
         if rows.any() and cols.any():
             values, lats, lons = values[rows][:, cols], lats[rows], lons[cols]
     colorbar = dict(title=dict(text=heat.get("title", ""), side="right"), len=0.8, thickness=12)
-    return go.Heatmap(z=values[::-1].round(3), x=lons.round(3), y=lats[::-1].round(3), colorscale=heat.get(
-        "colorscale", "Viridis"), showscale=True, colorbar=colorbar, opacity=0.75, hoverinfo="skip", name="density",
-        zsmooth=False)  # fmt: skip
+    # cell centres as a start and a step: with one row or column in a small region, plotly cannot infer the cell
+    # size from x/y arrays and draws nothing
+    return go.Heatmap(z=values[::-1].round(3), x0=float(lons[0]), dx=360 / w, y0=float(lats[-1]), dy=180 / h,
+                      colorscale=heat.get("colorscale", "Viridis"), showscale=True, colorbar=colorbar, opacity=0.75,
+                      hoverinfo="skip", name="density", zsmooth=False)  # fmt: skip
 
 
-def _markers(latlon, name: str, color: str, size: float, text=None, symbol: str = "circle", **kw) -> go.Scatter:
+def _markers(latlon, name: str, color: str, size: float, text=None, symbol: str = "circle", line_width: float = 1,
+             **kw) -> go.Scatter:  # fmt: skip
     latlon = np.asarray(latlon, dtype=np.float64).reshape(-1, 2)
     hover = text or [f"{a:.3f}, {b:.3f}" for a, b in latlon]
     return go.Scatter(x=latlon[:, 1].round(5), y=latlon[:, 0].round(5), mode="markers", name=name, text=hover,
                       hoverinfo="text+name", marker=dict(size=size, color=color, symbol=symbol,
-                      line=dict(width=1, color="white")), **kw)  # fmt: skip
+                      line=dict(width=line_width, color="white")), **kw)  # fmt: skip
 
 
 def region_bounds(points: np.ndarray, pad: float = 0.25) -> tuple[float, float, float, float]:
@@ -136,7 +139,7 @@ def map_figure(
         cands = np.asarray(candidates, dtype=np.float64).reshape(-1, 2)
         markers.append(_markers(cands, "candidates", COLORS["candidates"], 9, candidate_labels))
         best_label = candidate_labels[:1] if candidate_labels else None
-        markers.append(_markers(cands[:1], "best guess", COLORS["best"], 15, best_label, symbol="star"))
+        best = _markers(cands[:1], "best guess", COLORS["best"], 15, best_label, symbol="star")
         focus.append(cands)
         if samples is not None and len(samples):
             import torch
@@ -147,10 +150,15 @@ def map_figure(
             near = haversine_km(torch.from_numpy(pts), torch.from_numpy(cands[0])).numpy() <= 2000
             focus.append(pts[near])
     if true_latlon is not None:
-        markers.append(_markers(np.array(true_latlon), "photo GPS", COLORS["true"], 13, symbol="diamond"))
+        # an open diamond: a good best guess lies under it at world scale, and its star must still show (issue 17)
+        true_marker = _markers(np.array(true_latlon), "photo GPS", COLORS["true"], 17, symbol="diamond-open",
+                               line_width=2.5)  # fmt: skip
+        markers.append(true_marker)
         focus.append(np.asarray(true_latlon, dtype=np.float64).reshape(1, 2))
     box = region_bounds(np.concatenate(focus)) if view == "region" and focus else None
     lat0, lat1, lon0, lon1 = box or (-90.0, 90.0, -180.0, 180.0)
+    if candidates is not None and len(candidates):
+        markers.append(best)  # drawn last: on top of everything
     traces = ([_heatmap(heat, box)] if heat is not None else []) + [_coastlines(box)] + markers
     fig = go.Figure(traces)
     fig.update_layout(

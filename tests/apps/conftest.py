@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -85,7 +86,12 @@ def settings(tiny_model_dirs):
 
     # generous per-client limits: every test request comes from 127.0.0.1 (test_client_limits.py checks the limits)
     limits = {"requests_per_minute": 10_000, "uploads_per_minute": 10_000}
-    return Settings(models=dict(tiny_model_dirs), port=free_port(), **limits)
+    models = dict(tiny_model_dirs)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":  # apps/README.md's screenshots show the starter geolocators
+        from apps.common.settings import STARTER_DIR
+
+        models = {name: str(STARTER_DIR / name) for name in models if (STARTER_DIR / name).is_dir()} or models
+    return Settings(models=models, port=free_port(), **limits)
 
 
 @pytest.fixture(scope="session")

@@ -270,6 +270,6 @@ def test_dark_mode_maps_take_the_page_background(page, hub_url, tmp_path):
         png = dark.screenshot(clip={"x": box["x"] + 2, "y": box["y"] + 2, "width": 4, "height": 4})
         r, g, b = Image.open(io.BytesIO(png)).convert("RGB").getpixel((1, 1))
         assert 0.299 * r + 0.587 * g + 0.114 * b < 80, (r, g, b)
-        keep_screenshot(dark, tmp_path, "geolocate_dark.png")
+        keep_screenshot(dark, tmp_path, "geolocate_dark.png", full_page=True)
     finally:
         dark.close()

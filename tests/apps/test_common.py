@@ -48,6 +48,15 @@ def test_world_map_is_light_with_scalar_markers_and_a_fitted_region():
     assert region_bounds(np.array([[10.0, 20.0]]))[1] - region_bounds(np.array([[10.0, 20.0]]))[0] >= 1.0
     with pytest.raises(ValueError, match="view"):
         map_figure(view="moon")
+    # a region inside one 3-degree cell: the cell is placed by x0/dx, y0/dy (from arrays of one value plotly could not
+    # size it and drew nothing), and covers the region
+    tiny = map_figure(candidates=np.array([[48.3, 2.2]]), true_latlon=(48.8, 2.3), heat=heat, view="region")
+    cell = tiny.data[0]
+    assert cell.type == "heatmap" and cell.x0 is not None and cell.dx == 3.0 and cell.dy == 3.0
+    z = np.asarray(cell.z)
+    ny, nx = z.shape
+    assert cell.x0 - 1.5 <= tiny.layout.xaxis.range[0] and tiny.layout.xaxis.range[1] <= cell.x0 + (nx - 0.5) * 3
+    assert cell.y0 - 1.5 <= tiny.layout.yaxis.range[0] and tiny.layout.yaxis.range[1] <= cell.y0 + (ny - 0.5) * 3
 
 
 def test_limits(photo_path, bad_files, tmp_path):
