@@ -14,13 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from geo_models.hub import GeoModelHubMixin
+from geo_models.kernel_density import KernelDensityMixin
 from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import check_latlon, haversine_km
+from geo_models.sphere.density import KAPPA_RANGE
 
 AGGREGATES = ("top1", "medoid")
+DENSITY_NEIGHBOURS = 64  # neighbours in the kNN density
 
 
-class KNNGeolocator(nn.Module, GeoModelHubMixin):
+class KNNGeolocator(nn.Module, GeoModelHubMixin, KernelDensityMixin):
     """k-nearest-neighbour geolocation on precomputed backbone embeddings.
 
     The memory holds L2-normalised training embeddings ``memory_embeddings (M, D)`` and their coordinates
@@ -32,6 +35,9 @@ class KNNGeolocator(nn.Module, GeoModelHubMixin):
         k: neighbours the best guess is aggregated over. ``1`` (default): the nearest neighbour's location (classic
             1-NN). ``k > 1``: the medoid of the ``k`` nearest neighbours (see :meth:`predict`).
         temperature: softmax temperature of the candidates' scores (cosine similarities are divided by it).
+        density_kappa: concentration of the vMF kernel around each neighbour in the density (:meth:`log_prob`,
+            :meth:`density_grid`: the 64 nearest neighbours weighted by that softmax, a kernel density estimate);
+            set by :meth:`fit_density` on held-out data.
 
     Example:
         >>> knn = KNNGeolocator(embedding_dim=3).fit(torch.eye(3), torch.tensor([[0.0, 0], [10, 10], [20, 20]]))
@@ -41,8 +47,12 @@ class KNNGeolocator(nn.Module, GeoModelHubMixin):
 
     model_type = "knn"
 
-    def __init__(self, *, embedding_dim: int = 768, k: int = 1, temperature: float = 0.07):
+    def __init__(self, *, embedding_dim: int = 768, k: int = 1, temperature: float = 0.07,
+                 density_kappa: float | None = None):  # fmt: skip
         super().__init__()
+        if density_kappa is not None and not KAPPA_RANGE[0] <= density_kappa <= KAPPA_RANGE[1]:
+            raise ValueError(f"density_kappa must be in {list(KAPPA_RANGE)}, got {density_kappa!r}")
+        self.density_kappa = density_kappa
         if not (isinstance(embedding_dim, int) and embedding_dim >= 1):
             raise ValueError(f"embedding_dim must be an integer >= 1, got {embedding_dim!r}")
         if not (isinstance(k, int) and k >= 1):
@@ -173,6 +183,20 @@ class KNNGeolocator(nn.Module, GeoModelHubMixin):
             scores=(sims / self.temperature).softmax(dim=-1).cpu(),
             extras={"indices": idx.cpu(), "similarities": sims.cpu()},
         )
+
+
+    # ------------------------------------------------------------------------------------------- density
+    def _density_features(self, images: Any, image_embeddings: Any) -> torch.Tensor:
+        if images is not None or image_embeddings is None:
+            raise ValueError("image_embeddings: pass (N, embedding_dim) backbone features (this baseline has no "
+                             "backbone)")  # fmt: skip
+        return self.check_embeddings(image_embeddings)
+
+    def _kernel_components(self, features: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The nearest neighbours' locations weighted by the softmax of their similarities (a kernel density
+        estimate over the retrieved training locations)."""
+        pred = self.predict(image_embeddings=features, top_k=min(DENSITY_NEIGHBOURS, len(self)), aggregate="top1")
+        return pred.candidates, pred.scores
 
 
 def medoid(points: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from geo_models.calibration import CalibrationAccumulator, reliability_plot
+from geo_models.checks import check_number
 from geo_models.data.embeddings import read_embedding_parquet
 from geo_models.data.formats import DatasetFormat, dataset_format
 from geo_models.data.imagefolder import GeoImageFolder
@@ -251,6 +253,27 @@ def batch_log_prob(model, inputs: dict[str, Any], latlon: torch.Tensor) -> torch
     return None
 
 
+def batch_density(model, inputs: dict[str, Any], latlon: torch.Tensor, resolution_deg: float, grid_kwargs=None):
+    """``(log-density of the true latlon (B,), DensityGrid)`` of one batch, or None when the model cannot give them.
+
+    A kernel-density model (GeoCLIP, kNN, LocDiff) builds its mixture once for both; the flow solves its
+    likelihood for the truth and for every grid cell."""
+    feats = inputs.get("image_embeddings")
+    if feats is None and callable(getattr(model, "embed_images", None)):
+        with torch.no_grad():
+            feats = model.embed_images(inputs["images"])
+    if feats is None:
+        return None
+    feats = feats.to(latlon.device)
+    if callable(getattr(model, "density_mixture", None)):
+        mixture = model.density_mixture(image_embeddings=feats)
+        return mixture.log_prob(latlon.cpu()).float(), mixture.grid(resolution_deg)
+    if callable(getattr(model, "density_grid", None)) and callable(getattr(model, "log_prob", None)):
+        grid = model.density_grid(image_embeddings=feats, resolution_deg=resolution_deg, **(grid_kwargs or {}))
+        return model.log_prob(latlon, image_embeddings=feats).detach().float().cpu(), grid
+    return None
+
+
 # ------------------------------------------------------------------------------------------------ evaluation
 def evaluate_geolocation(
     model: Any,
@@ -268,6 +291,9 @@ def evaluate_geolocation(
     output_json: str | os.PathLike | None = None,
     per_image_csv: str | os.PathLike | None = None,
     progress: bool = True,
+    calibration: bool = False,
+    calibration_resolution_deg: float = 2.0,
+    reliability_png: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """Geolocate every sample of a geotagged test set with ``model`` and score the predictions.
 
@@ -295,6 +321,12 @@ def evaluate_geolocation(
             predicted latitude/longitude, ``error_km``, ``candidates`` (the top-k as a JSON string), ``nll`` when
             computed.
         progress: show a progress bar.
+        calibration: also score the model's density (models with ``density_grid``: every geolocator of the
+            project): NLL, coverage of its 50/90/95% highest-density regions and their median areas
+            (:mod:`geo_models.calibration`), on a grid of ``calibration_resolution_deg`` degrees. For the sphere
+            flow that is one likelihood solve per grid cell and image (slow: use ``max_samples``).
+        reliability_png: where the reliability plot goes (default: ``<output_json stem>.reliability.png`` when
+            ``calibration`` and ``output_json`` are given).
 
     Returns:
         ``{"n", "acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km", "median_km", "geoscore"}`` (accuracies
@@ -339,6 +371,17 @@ def evaluate_geolocation(
     model = _to_device(model, device)
     name = type(model).__name__
     want_nll = callable(getattr(model, "log_prob", None)) and not skip_nll
+    if calibration and not callable(getattr(model, "density_grid", None)):
+        raise EvaluationInputError("calibration", f"calibration: {name} has no density_grid (no density to score)")
+    if calibration:
+        try:
+            res = check_number(calibration_resolution_deg, "calibration_resolution_deg", 0.25, 30.0)
+            if abs(180 / res - round(180 / res)) > 1e-6:
+                raise ValueError(f"calibration_resolution_deg must divide 180, got {res!r}")
+        except ValueError as err:
+            raise EvaluationInputError("calibration_resolution_deg", str(err)) from None
+        calibration_resolution_deg = res
+    accumulator = CalibrationAccumulator() if calibration else None
 
     # 2. Predict (and log-densities), batch by batch
     try:
@@ -365,6 +408,11 @@ def evaluate_geolocation(
             trues.append(latlon.float())
             candidates.extend(json.dumps(r) for r in pred.to_records())
             names.extend(file_names if file_names is not None else [None] * len(latlon))
+            if accumulator is not None:
+                found = batch_density(model, inputs, latlon.to(device), calibration_resolution_deg)
+                if found is None:
+                    raise EvaluationInputError("calibration", f"calibration: {name} cannot embed these images")
+                accumulator.add(found[1], found[0])
             if nll_ok:
                 lp = batch_log_prob(model, inputs, latlon.to(device))
                 if lp is None:
@@ -382,6 +430,14 @@ def evaluate_geolocation(
     nll = torch.cat(nlls) if nll_ok else None
     if nll is not None:
         metrics["nll"] = float(nll.mean())
+    if accumulator is not None:
+        scored = accumulator.metrics()
+        metrics.setdefault("nll", scored.pop("nll"))  # the same log-densities (the flow's: the same solves)
+        metrics.update({k: v for k, v in scored.items() if k != "nll"})
+        if reliability_png is None and output_json is not None:
+            reliability_png = Path(output_json).with_name(f"{Path(output_json).stem}.reliability.png")
+        if reliability_png is not None:
+            reliability_plot({name: accumulator.reliability()}, reliability_png, title=f"{name}: coverage")
     if output_json is not None:
         Path(output_json).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output_json, metrics)

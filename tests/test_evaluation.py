@@ -27,11 +27,11 @@ def test_metrics_and_files(knn, embedding_parquet, tmp_path):
     metrics = evaluate_geolocation(
         knn, embedding_parquet, top_k=3, batch_size=10, output_json=out, per_image_csv=csv, progress=False
     )
-    assert set(metrics) == KEYS and metrics["n"] == 48
+    assert set(metrics) == KEYS | {"nll"} and metrics["n"] == 48  # kNN's kernel density gives an NLL (issue 18)
     assert metrics["acc_1km"] == 100.0 and metrics["median_km"] == pytest.approx(0.0, abs=1e-3)
     assert json.loads(out.read_text()) == metrics
     rows = pd.read_csv(csv)
-    assert list(rows.columns) == CSV_COLUMNS and len(rows) == 48  # no file_name column in this parquet
+    assert list(rows.columns) == [*CSV_COLUMNS, "nll"] and len(rows) == 48  # no file_name column in this parquet
     assert all(len(json.loads(c)) == 3 for c in rows["candidates"])
     # written atomically: no temporary file left next to them
     assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]
@@ -102,3 +102,19 @@ def test_load_geolocator(knn, tmp_path):
     )
     with pytest.raises(EvaluationInputError, match="has no predict"):
         load_geolocator(tmp_path / "enc")
+
+
+def test_calibration_metrics_and_reliability_plot(knn, embedding_parquet, tmp_path):
+    """--calibration: coverage and median area of the 50/90/95% highest-density regions, and a reliability PNG
+    next to the JSON (issue 18). The memory is the test set: every truth sits on a kernel centre, so it is inside
+    even the 50% region."""
+    out = tmp_path / "eval.json"
+    metrics = evaluate_geolocation(knn, embedding_parquet, batch_size=16, output_json=out, progress=False,
+                                   calibration=True, calibration_resolution_deg=3.0)  # fmt: skip
+    for level in (50, 90, 95):
+        assert metrics[f"coverage_{level}"] == 100.0 and metrics[f"area_{level}_km2"] > 0
+    assert metrics["area_50_km2"] <= metrics["area_90_km2"] <= metrics["area_95_km2"]
+    assert {"nll", "max_coverage_gap", "well_calibrated"} <= set(metrics)
+    assert (tmp_path / "eval.reliability.png").stat().st_size > 1000
+    with pytest.raises(EvaluationInputError, match="calibration_resolution_deg"):
+        evaluate_geolocation(knn, embedding_parquet, progress=False, calibration=True, calibration_resolution_deg=7)

@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--num_workers", type=int, default=0, help="image-loading workers (imagefolder only)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="also score the model's density: NLL, coverage and median area of its 50/90/95%% highest-density "
+        "regions, and a reliability plot (<output_json stem>.reliability.png); for a sphere flow one likelihood "
+        "solve per grid cell and image (slow: use --max_samples)",
+    )
+    p.add_argument(
+        "--calibration_resolution_deg",
+        type=float,
+        default=2.0,
+        help="grid of the density for --calibration, degrees dividing 180 (default 2)",
+    )
     return p
 
 
@@ -142,6 +155,8 @@ def main(argv=None) -> dict[str, float]:
             device=args.device,
             output_json=args.output_json,
             per_image_csv=args.per_image_csv,
+            calibration=args.calibration,
+            calibration_resolution_deg=args.calibration_resolution_deg,
         )
     except EvaluationInputError as err:
         parser.error(flag_message(err, args))

@@ -1,7 +1,7 @@
 """What a density over the globe gives besides samples: density maps, localizability, the density mode.
 
-- :class:`DensityGrid`: log-densities at the centres of a lat/lon grid, with exact cell areas, so
-  ``grid.integral()`` (the sum of density x area) is a quadrature of the density's total mass (1 for a density).
+- :class:`DensityGrid` (``geo_models.sphere.density``, shared with the kernel densities of the other geolocators):
+  log-densities at the centres of a lat/lon grid, with exact cell areas.
 - Localizability (PLONK's ``compute_localizability``): ``mean_i log p(x_i) / (4 pi ln 2)`` over samples ``x_i ~ p``,
   a Monte-Carlo estimate of the negative entropy ``E_p[log p]`` (nats, w.r.t. area) scaled by ``1 / (4 pi ln 2)``.
   The uniform distribution scores ``-log(4 pi) / (4 pi ln 2) = -0.2906``; sharper densities score higher.
@@ -12,55 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from geo_models.checks import MIN_GRID_RESOLUTION_DEG, check_number
 from geo_models.sphere import xyz_to_latlon
+from geo_models.sphere.density import DensityGrid, density_grid_points  # re-exported: they lived here first
 
 __all__ = ["DensityGrid", "cap_lattice", "density_grid_points", "density_mode", "localizability_from_log_probs"]
 
 _GOLDEN_ANGLE = math.pi * (3 - math.sqrt(5))
-
-
-@dataclass
-class DensityGrid:
-    """``log_density (N, H, W)`` nats at the cell centres ``latitudes (H,)`` (north to south) x ``longitudes (W,)``."""
-
-    latitudes: torch.Tensor
-    longitudes: torch.Tensor
-    log_density: torch.Tensor
-
-    def cell_areas(self) -> torch.Tensor:
-        """``(H, W)`` areas of the cells on the unit sphere (steradians; they sum to 4 pi)."""
-        dlat = float(self.latitudes[0] - self.latitudes[1]) if len(self.latitudes) > 1 else 180.0
-        dlon = float(self.longitudes[1] - self.longitudes[0]) if len(self.longitudes) > 1 else 360.0
-        lat = torch.deg2rad(self.latitudes.double())
-        half = math.radians(dlat) / 2
-        band = torch.sin((lat + half).clamp(max=math.pi / 2)) - torch.sin((lat - half).clamp(min=-math.pi / 2))
-        return (band[:, None] * math.radians(dlon)).expand(len(self.latitudes), len(self.longitudes)).float()
-
-    def probabilities(self) -> torch.Tensor:
-        """``(N, H, W)`` probability of each cell (density x area, midpoint rule)."""
-        return self.log_density.exp() * self.cell_areas()
-
-    def integral(self) -> torch.Tensor:
-        """``(N,)`` total mass by the midpoint rule (1 up to quadrature error for a normalised density)."""
-        return self.probabilities().sum(dim=(-2, -1))
-
-
-def density_grid_points(resolution_deg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cell centres of a ``resolution_deg`` grid (in [0.25, 90] degrees, dividing 180): ``latitudes (H,)``,
-    ``longitudes (W,)``, ``latlon (H * W, 2)``."""
-    res = check_number(resolution_deg, "resolution_deg", MIN_GRID_RESOLUTION_DEG, 90.0)  # <= 720 x 1440 cells
-    if abs(180 / res - round(180 / res)) > 1e-6:
-        raise ValueError(f"resolution_deg must be in [{MIN_GRID_RESOLUTION_DEG}, 90] and divide 180, got {res!r}")
-    h, w = round(180 / res), round(360 / res)
-    lats = 90 - res / 2 - res * torch.arange(h, dtype=torch.float64)
-    lons = -180 + res / 2 + res * torch.arange(w, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(lats, lons, indexing="ij"), dim=-1).reshape(-1, 2)
-    return lats.float(), lons.float(), grid.float()
 
 
 def localizability_from_log_probs(log_probs: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,10 @@ from geo_models.encoders.image import OpenCLIPBackbone, backbone_weights_saved, 
 from geo_models.encoders.location import LocationEncoder, check_sigmas, location_encoder_parameters
 from geo_models.geoclip.gallery import as_gallery, fibonacci_gallery, gallery_from_csv, gallery_hash, official_gallery
 from geo_models.hub import GeoModelHubMixin
+from geo_models.kernel_density import KernelDensityMixin
 from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import check_latlon, haversine_km
+from geo_models.sphere.density import KAPPA_RANGE, KernelMixture
 
 GalleryLike = torch.Tensor | str | PathLike | int | None
 
@@ -56,7 +58,11 @@ class TextQueryResult:
     scores: torch.Tensor
 
 
-class GeoCLIP(nn.Module, GeoModelHubMixin):
+POINT_ESTIMATES = ("argmax", "density_mode")
+DENSITY_COMPONENTS = 256  # gallery points kept in the density; the rest of the softmax mass is spread uniformly
+
+
+class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
     """GeoCLIP model: ``predict`` returns top-k gallery locations with probabilities over the whole gallery.
 
     Args:
@@ -70,6 +76,9 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         backbone_pretrained: open_clip tag or weights file for the backbone (``openai``).
         backbone_finetuned: the backbone's weights were trained (LoRA merged or full) and are saved with the model.
         seed: seed of the RFF matrices (and of a randomly initialised backbone).
+        density_kappa: concentration of the vMF kernel that turns the gallery softmax into a density on the sphere
+            (:meth:`log_prob`, :meth:`density_grid`); set by :meth:`fit_density` on held-out data (``None``: a
+            250 km kernel).
     """
 
     model_type = "geoclip"
@@ -89,8 +98,11 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         backbone_pretrained: str | None = None,
         backbone_finetuned: bool = False,
         seed: int = 0,
+        density_kappa: float | None = None,
     ):
         super().__init__()
+        self.density_kappa = None if density_kappa is None else check_number(density_kappa, "density_kappa",
+                                                                             *KAPPA_RANGE)  # fmt: skip
         # 0. Sizes, and the parameter budget before anything is allocated (the backbone is a named architecture)
         embedding_dim = None if embedding_dim is None else check_int(embedding_dim, "embedding_dim")
         projection_dim = check_int(projection_dim, "projection_dim")
@@ -211,6 +223,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
         prior_radius_km: float | None = None,
         prior_fallback: bool = False,
         ten_crop: bool = False,
+        point_estimate: str = "argmax",
     ) -> GeoPrediction:
         """Geolocate images by retrieval over a GPS gallery.
 
@@ -226,10 +239,13 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
             prior_fallback: an image without any gallery point in its prior region searches the whole gallery
                 (default: ValueError).
             ten_crop: average the gallery probabilities over ten crops (4 corners + centre, and flips) per image.
+            point_estimate: ``"argmax"`` (the paper's: the most probable gallery point) or ``"density_mode"``: the
+                gallery point of highest density under :meth:`density_mixture` (its top 256 points spread by the
+                fitted kernel), which adds up the mass that near-duplicate gallery points split between them.
 
         Returns:
-            GeoPrediction with ``latlon (N, 2)`` (top-1), ``candidates (N, K, 2)`` and ``scores (N, K)``: the
-            candidates' probabilities under a softmax over the whole gallery (as the official ``predict``).
+            GeoPrediction with ``latlon (N, 2)`` (the point estimate), ``candidates (N, K, 2)`` and ``scores (N,
+            K)``: the candidates' probabilities under a softmax over the whole gallery (as the official ``predict``).
 
         Example:
             >>> model = GeoCLIP.from_official()  # doctest: +SKIP
@@ -247,9 +263,14 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
             raise ValueError("prior_latlon and prior_radius_km go together")
         if prior_radius_km is not None:
             prior_radius_km = check_number(prior_radius_km, "prior_radius_km", 0.0, low_open=True)
+        if point_estimate not in POINT_ESTIMATES:
+            raise ValueError(f"point_estimate must be one of {POINT_ESTIMATES}, got {point_estimate!r}")
         gallery = self.resolve_gallery(gallery).to(self.logit_scale.device)
         if not 1 <= top_k <= len(gallery):
             raise ValueError(f"top_k must be in [1, {len(gallery)}] (the gallery size), got {top_k}")
+        shown = top_k  # the density mode looks at more gallery points than it shows
+        if point_estimate == "density_mode":
+            top_k = max(top_k, min(DENSITY_COMPONENTS, len(gallery)))
         # 2. Image features, one row per image (or per crop)
         crops = 10 if ten_crop else 1
         if images is not None:
@@ -282,7 +303,26 @@ class GeoCLIP(nn.Module, GeoModelHubMixin):
             top = probs.topk(top_k, dim=-1)
             candidates[start:stop] = gallery[top.indices].cpu()
             scores[start:stop] = top.values.cpu()
-        return GeoPrediction(latlon=candidates[:, 0], candidates=candidates, scores=scores)
+        latlon = candidates[:, 0]
+        if point_estimate == "density_mode":
+            mixture = KernelMixture(candidates.double(), scores.double(), self.kernel_kappa)
+            latlon = mixture.mode_among_centres().to(candidates.dtype)
+        return GeoPrediction(latlon=latlon, candidates=candidates[:, :shown], scores=scores[:, :shown])
+
+    # ------------------------------------------------------------------------------------------- density
+    def _density_features(self, images: Any, image_embeddings: Any) -> torch.Tensor:
+        if (images is None) == (image_embeddings is None):
+            raise ValueError("pass exactly one of images or image_embeddings")
+        return self.embed_images(images) if images is not None else self.check_embeddings(image_embeddings)
+
+    def _kernel_components(self, features: torch.Tensor, *, gallery: GalleryLike = None, **predict_kwargs):
+        """The gallery softmax (sec. 3.3) as the mixture's weights: the top ``DENSITY_COMPONENTS`` gallery points
+        with their probabilities; the rest of the softmax mass (small, spread over the far gallery) goes to the
+        mixture's uniform part. ``predict_kwargs``: e.g. a prior region (LocDiff-H)."""
+        size = len(self.resolve_gallery(gallery))
+        pred = self.predict(image_embeddings=features, top_k=min(DENSITY_COMPONENTS, size), gallery=gallery,
+                            **predict_kwargs)  # fmt: skip
+        return pred.candidates, pred.scores
 
     @staticmethod
     def _check_prior(prior_latlon, radius_km, n) -> torch.Tensor:

@@ -34,10 +34,12 @@ from geo_models.encoders.image import (
     save_backbone,
 )
 from geo_models.hub import push_folder, render_model_card
+from geo_models.kernel_density import KernelDensityMixin
 from geo_models.locdiff.modeling import SHDD_SAMPLE_SCALE, CSUNet
 from geo_models.locdiff.shdd import SHDD
 from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import haversine_km, spherical_mean
+from geo_models.sphere.density import KAPPA_RANGE
 
 __all__ = ["LOSSES", "LocDiffPipeline", "locdiff_loss", "make_scheduler", "predicted_original_sample"]
 
@@ -140,7 +142,10 @@ def _sample_density(samples: torch.Tensor, radius_km: float, max_pairs: int = 2*
     return torch.cat(out) if out else samples.new_zeros(n, s)
 
 
-class LocDiffPipeline(ImageBackboneMixin):
+DENSITY_SAMPLES, DENSITY_STEPS = 64, 50  # samples and steps of the kernel density (log_prob, density_grid)
+
+
+class LocDiffPipeline(ImageBackboneMixin, KernelDensityMixin):
     """LocDiff geolocator: CS-UNet + DDPM/DDIM scheduler + SHDD decoder.
 
     Args:
@@ -156,6 +161,9 @@ class LocDiffPipeline(ImageBackboneMixin):
             with the pipeline (see :meth:`mark_backbone_finetuned`).
         sample_scale: SHDD vectors are diffused as ``sample_scale * SHDD`` (must match training).
         refine: decoder refinement inside the kernel (``SHDD.decode``'s ``refine``).
+        density_kappa: concentration of the vMF kernel around each sample in the pipeline's density
+            (:meth:`log_prob`, :meth:`density_grid`: 64 seeded samples, a kernel density estimate); set by
+            :meth:`fit_density` on held-out data (``None``: a 250 km kernel).
 
     Example:
         >>> unet = CSUNet(sample_dim=16, condition_dim=8, block_out_dims=(32, 8), time_embed_dim=16, dropout=0.0)
@@ -177,6 +185,7 @@ class LocDiffPipeline(ImageBackboneMixin):
         backbone_finetuned: bool = False,
         sample_scale: float = SHDD_SAMPLE_SCALE,
         refine: bool | str = True,
+        density_kappa: float | None = None,
     ):
         if isinstance(shdd, SHDD):
             shdd_config = {
@@ -218,6 +227,8 @@ class LocDiffPipeline(ImageBackboneMixin):
         self.shdd_config = shdd_config
         self.sample_scale = float(sample_scale)
         self.refine = refine
+        self.density_kappa = None if density_kappa is None else check_number(density_kappa, "density_kappa",
+                                                                             *KAPPA_RANGE)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------ properties
     @property
@@ -359,6 +370,22 @@ class LocDiffPipeline(ImageBackboneMixin):
 
     __call__ = predict
 
+    # ------------------------------------------------------------------------------------------------ density
+    def _density_features(self, images: Any, image_embeddings: Any) -> torch.Tensor:
+        if (images is None) == (image_embeddings is None):
+            raise ValueError("pass exactly one of images or image_embeddings")
+        return self.embed_images(images) if images is not None else self.check_embeddings(image_embeddings)
+
+    def _kernel_components(self, features: torch.Tensor, *, num_samples: int = DENSITY_SAMPLES,
+                           num_inference_steps: int = DENSITY_STEPS, seed: int = 0):  # fmt: skip
+        """LocDiff's samples (sec. 5.1) as equally weighted components: a kernel density estimate of the
+        distribution the diffusion model samples from. Seeded, so ``log_prob`` is a function of its inputs."""
+        generator = torch.Generator().manual_seed(int(seed))
+        pred = self.predict(image_embeddings=features, num_samples=num_samples, top_k=1,
+                            num_inference_steps=num_inference_steps, generator=generator)  # fmt: skip
+        samples = pred.extras["samples"]
+        return samples, torch.full(samples.shape[:2], 1.0 / samples.shape[1], dtype=torch.float64)
+
     def predict_hybrid(self, geoclip, image_embeddings: torch.Tensor, **kwargs) -> GeoPrediction:
         """LocDiff-H: GeoCLIP retrieval within 200 km of this pipeline's samples (see
         :func:`geo_models.locdiff.hybrid.predict_hybrid` for the arguments)."""
@@ -375,6 +402,7 @@ class LocDiffPipeline(ImageBackboneMixin):
             "sample_scale": self.sample_scale,
             "refine": self.refine,
             "backbone": self._backbone_config(),
+            "density_kappa": self.density_kappa,
         }
 
     def _backbone_config(self) -> dict[str, Any] | None:
@@ -435,6 +463,7 @@ class LocDiffPipeline(ImageBackboneMixin):
             backbone_finetuned=bool(backbone and backbone.get("finetuned", False)),
             sample_scale=config["sample_scale"],
             refine=config.get("refine", True),
+            density_kappa=config.get("density_kappa"),
         )
 
     def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs) -> str:

@@ -1,0 +1,172 @@
+"""Densities on the sphere as data: lat/lon density grids and von Mises-Fisher kernel mixtures.
+
+- :class:`DensityGrid`: log-densities at the centres of a lat/lon grid, with exact cell areas, so
+  ``grid.integral()`` (the sum of density x area) is a quadrature of the density's total mass (1 for a density).
+- :class:`KernelMixture`: ``p(x) = sum_j w_j vMF(x; mu_j, kappa) + w_0 / (4 pi)``, the density a point-based
+  geolocator implies once each of its weighted points is spread by a spherical kernel (GeoCLIP's gallery softmax,
+  LocDiff's samples, kNN's neighbours; issue 18). Weights that do not sum to 1 leave ``w_0 = 1 - sum_j w_j`` spread
+  uniformly over the sphere (e.g. the gallery's mass beyond the components kept), so it is always a density.
+- :func:`fit_kappa`: the kernel concentration that maximises the mean log-likelihood of held-out true locations.
+
+Densities are w.r.t. area on the unit sphere (nats; the uniform density is ``1 / (4 pi)``), as the flow's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from geo_models.checks import MIN_GRID_RESOLUTION_DEG, check_number
+from geo_models.sphere._checks import check_latlon
+from geo_models.sphere.coords import EARTH_RADIUS_KM, latlon_to_xyz, xyz_to_latlon
+
+__all__ = ["DensityGrid", "KernelMixture", "density_grid_points", "fit_kappa", "kappa_for_km", "vmf_log_kernel"]
+
+LOG_4PI = math.log(4 * math.pi)
+KAPPA_RANGE = (1.0, 1e7)  # ~6,400 km to ~2 km kernels
+
+
+@dataclass
+class DensityGrid:
+    """``log_density (N, H, W)`` nats at the cell centres ``latitudes (H,)`` (north to south) x ``longitudes (W,)``."""
+
+    latitudes: torch.Tensor
+    longitudes: torch.Tensor
+    log_density: torch.Tensor
+
+    def cell_areas(self) -> torch.Tensor:
+        """``(H, W)`` areas of the cells on the unit sphere (steradians; they sum to 4 pi)."""
+        dlat = float(self.latitudes[0] - self.latitudes[1]) if len(self.latitudes) > 1 else 180.0
+        dlon = float(self.longitudes[1] - self.longitudes[0]) if len(self.longitudes) > 1 else 360.0
+        lat = torch.deg2rad(self.latitudes.double())
+        half = math.radians(dlat) / 2
+        band = torch.sin((lat + half).clamp(max=math.pi / 2)) - torch.sin((lat - half).clamp(min=-math.pi / 2))
+        return (band[:, None] * math.radians(dlon)).expand(len(self.latitudes), len(self.longitudes)).float()
+
+    def probabilities(self) -> torch.Tensor:
+        """``(N, H, W)`` probability of each cell (density x area, midpoint rule)."""
+        return self.log_density.exp() * self.cell_areas()
+
+    def integral(self) -> torch.Tensor:
+        """``(N,)`` total mass by the midpoint rule (1 up to quadrature error for a normalised density)."""
+        return self.probabilities().sum(dim=(-2, -1))
+
+
+def density_grid_points(resolution_deg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cell centres of a ``resolution_deg`` grid (in [0.25, 90] degrees, dividing 180): ``latitudes (H,)``,
+    ``longitudes (W,)``, ``latlon (H * W, 2)``."""
+    res = check_number(resolution_deg, "resolution_deg", MIN_GRID_RESOLUTION_DEG, 90.0)  # <= 720 x 1440 cells
+    if abs(180 / res - round(180 / res)) > 1e-6:
+        raise ValueError(f"resolution_deg must be in [{MIN_GRID_RESOLUTION_DEG}, 90] and divide 180, got {res!r}")
+    h, w = round(180 / res), round(360 / res)
+    lats = 90 - res / 2 - res * torch.arange(h, dtype=torch.float64)
+    lons = -180 + res / 2 + res * torch.arange(w, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(lats, lons, indexing="ij"), dim=-1).reshape(-1, 2)
+    return lats.float(), lons.float(), grid.float()
+
+
+def kappa_for_km(km: float) -> float:
+    """The vMF concentration whose kernel has a standard deviation of about ``km`` per axis on Earth: for large
+    kappa a vMF is a Gaussian of angular variance ``1 / kappa``, so ``kappa = (R / km)^2``."""
+    return (EARTH_RADIUS_KM / check_number(km, "km", 0.0, low_open=True)) ** 2
+
+
+def vmf_log_kernel(cos_angle: torch.Tensor, kappa: float | torch.Tensor) -> torch.Tensor:
+    """log vMF density on S² (w.r.t. area) at points whose cosine to the mean is ``cos_angle``:
+    ``log kappa - log 2 pi - log(1 - e^{-2 kappa}) + kappa (cos - 1)``, stable for any kappa > 0."""
+    kappa = torch.as_tensor(kappa, dtype=cos_angle.dtype, device=cos_angle.device)
+    return kappa.log() - math.log(2 * math.pi) - torch.log1p(-torch.exp(-2 * kappa)) + kappa * (cos_angle - 1)
+
+
+@dataclass
+class KernelMixture:
+    """``p(x) = sum_j w_j vMF(x; mu_j, kappa) + (1 - sum_j w_j) / (4 pi)`` per image.
+
+    Args:
+        centres: ``(N, M, 2)`` latlon of the components (degrees).
+        weights: ``(N, M)`` non-negative, summing to at most 1 per row (within 1e-4; rows above 1 are rescaled).
+        kappa: the kernels' concentration (one for all).
+    """
+
+    centres: torch.Tensor
+    weights: torch.Tensor
+    kappa: float
+
+    def __post_init__(self):
+        centres = check_latlon(self.centres, "centres")
+        if centres.ndim != 3 or self.weights.shape != centres.shape[:2]:
+            raise ValueError(f"centres (N, M, 2) and weights (N, M) must match, got {tuple(centres.shape)} and "
+                             f"{tuple(self.weights.shape)}")  # fmt: skip
+        weights = torch.as_tensor(self.weights, dtype=torch.float64)
+        if not torch.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError("weights must be finite and >= 0")
+        total = weights.sum(dim=1, keepdim=True)
+        self.weights = torch.where(total > 1, weights / total, weights)
+        self.centres = centres.double()
+        self.kappa = check_number(self.kappa, "kappa", *KAPPA_RANGE)
+        self._xyz = latlon_to_xyz(self.centres)  # (N, M, 3)
+
+    @property
+    def uniform_weight(self) -> torch.Tensor:
+        """``(N,)`` mass spread uniformly (what the components do not carry)."""
+        return (1 - self.weights.sum(dim=1)).clamp_min(0)
+
+    def _log_prob_xyz(self, xyz: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """``(N, K, 3)`` unit vectors -> ``(N, K)`` log-densities, ``chunk`` points at a time (N x chunk x M)."""
+        log_w = self.weights.log()  # -inf for empty components: they drop out of the logsumexp
+        log_u = (self.uniform_weight.log() - LOG_4PI)[:, None]
+        out = []
+        for start in range(0, xyz.shape[1], chunk):
+            cos = torch.einsum("nkd,nmd->nkm", xyz[:, start : start + chunk], self._xyz).clamp(-1, 1)
+            comp = torch.logsumexp(log_w[:, None] + vmf_log_kernel(cos, self.kappa), dim=-1)
+            out.append(torch.logaddexp(comp, log_u.expand_as(comp)))
+        return torch.cat(out, dim=1)
+
+    def log_prob(self, latlon: torch.Tensor) -> torch.Tensor:
+        """Log-density (nats) at ``latlon (N, 2)`` (one point per image) or ``(N, K, 2)`` -> ``(N,)`` or ``(N, K)``."""
+        pts = check_latlon(latlon, "latlon").double()
+        single = pts.ndim == 2
+        pts = pts[:, None] if single else pts
+        if pts.ndim != 3 or pts.shape[0] != len(self.centres):
+            raise ValueError(f"latlon must have shape ({len(self.centres)}, 2) or ({len(self.centres)}, K, 2), got "
+                             f"{tuple(latlon.shape)}")  # fmt: skip
+        out = self._log_prob_xyz(latlon_to_xyz(pts))
+        return out[:, 0] if single else out
+
+    def grid(self, resolution_deg: float = 1.0) -> DensityGrid:
+        """The density on a lat/lon grid of ``resolution_deg`` cells."""
+        lats, lons, pts = density_grid_points(resolution_deg)
+        xyz = latlon_to_xyz(pts.double())[None].expand(len(self.centres), -1, -1)
+        logp = self._log_prob_xyz(xyz).float()
+        return DensityGrid(latitudes=lats, longitudes=lons, log_density=logp.view(len(self.centres), len(lats), -1))
+
+    def mode_among_centres(self) -> torch.Tensor:
+        """``(N, 2)``: the component centre of highest density. Unlike the heaviest single component (a gallery
+        argmax), a centre gathers the mass of the near-duplicates around it: the aggregated density's mode."""
+        logp = self._log_prob_xyz(self._xyz)
+        logp = logp.masked_fill(self.weights <= 0, float("-inf"))
+        return xyz_to_latlon(self._xyz[torch.arange(len(logp)), logp.argmax(dim=1)]).float()
+
+
+def fit_kappa(centres: torch.Tensor, weights: torch.Tensor, true_latlon: torch.Tensor, *, steps: int = 60) -> float:
+    """The concentration maximising the mean log-likelihood of ``true_latlon (N, 2)`` under the mixtures of
+    ``centres (N, M, 2)`` / ``weights (N, M)``: a log-spaced search over ``KAPPA_RANGE`` (``steps`` points), refined
+    once around the best point. Held-out data (not the training set) gives a calibrated kernel."""
+    truth = check_latlon(true_latlon, "true_latlon").double()
+    base = KernelMixture(centres, weights, 1.0)  # checks the inputs once; the kernels change below
+    cos = torch.einsum("nd,nmd->nm", latlon_to_xyz(truth), base._xyz).clamp(-1, 1)
+    log_w, log_u = base.weights.log(), base.uniform_weight.log() - LOG_4PI
+
+    def mean_ll(log_kappa: torch.Tensor) -> torch.Tensor:
+        kappa = log_kappa.exp()[:, None, None]
+        comp = torch.logsumexp(log_w[None] + vmf_log_kernel(cos[None], kappa), dim=-1)  # (K, N)
+        return torch.logaddexp(comp, log_u[None].expand_as(comp)).mean(dim=1)
+
+    lo, hi = (math.log(k) for k in KAPPA_RANGE)
+    grid = torch.linspace(lo, hi, steps, dtype=torch.float64)
+    best = grid[mean_ll(grid).argmax()]
+    step = (hi - lo) / (steps - 1)
+    fine = torch.linspace(max(lo, best - step), min(hi, best + step), 41, dtype=torch.float64)
+    return float(fine[mean_ll(fine).argmax()].exp())
