@@ -17,7 +17,7 @@ from geo_models.hub import GeoModelHubMixin
 from geo_models.kernel_density import KernelDensityMixin
 from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import check_latlon, haversine_km
-from geo_models.sphere.density import KAPPA_RANGE
+from geo_models.sphere.density import DensityKernel
 
 AGGREGATES = ("top1", "medoid")
 DENSITY_NEIGHBOURS = 64  # neighbours in the kNN density
@@ -35,9 +35,9 @@ class KNNGeolocator(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         k: neighbours the best guess is aggregated over. ``1`` (default): the nearest neighbour's location (classic
             1-NN). ``k > 1``: the medoid of the ``k`` nearest neighbours (see :meth:`predict`).
         temperature: softmax temperature of the candidates' scores (cosine similarities are divided by it).
-        density_kappa: concentration of the vMF kernel around each neighbour in the density (:meth:`log_prob`,
-            :meth:`density_grid`: the 64 nearest neighbours weighted by that softmax, a kernel density estimate);
-            set by :meth:`fit_density` on held-out data.
+        density_kernel: the kernel around each neighbour in the density (:meth:`log_prob`, :meth:`density_grid`:
+            the 64 nearest neighbours weighted by that softmax, a kernel density estimate), ``{"kappa", "power",
+            "floor"}``; set by :meth:`fit_density` on held-out data.
 
     Example:
         >>> knn = KNNGeolocator(embedding_dim=3).fit(torch.eye(3), torch.tensor([[0.0, 0], [10, 10], [20, 20]]))
@@ -48,11 +48,9 @@ class KNNGeolocator(nn.Module, GeoModelHubMixin, KernelDensityMixin):
     model_type = "knn"
 
     def __init__(self, *, embedding_dim: int = 768, k: int = 1, temperature: float = 0.07,
-                 density_kappa: float | None = None):  # fmt: skip
+                 density_kernel: dict | None = None):  # fmt: skip
         super().__init__()
-        if density_kappa is not None and not KAPPA_RANGE[0] <= density_kappa <= KAPPA_RANGE[1]:
-            raise ValueError(f"density_kappa must be in {list(KAPPA_RANGE)}, got {density_kappa!r}")
-        self.density_kappa = density_kappa
+        self.density_kernel = DensityKernel.from_dict(density_kernel)
         if not (isinstance(embedding_dim, int) and embedding_dim >= 1):
             raise ValueError(f"embedding_dim must be an integer >= 1, got {embedding_dim!r}")
         if not (isinstance(k, int) and k >= 1):

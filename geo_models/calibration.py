@@ -71,6 +71,23 @@ class CalibrationAccumulator:
         self._areas.append(areas)
         self._log_probs.append(true_log_prob)
 
+    def add_samples(self, sample_log_probs: torch.Tensor, true_log_prob: torch.Tensor) -> None:
+        """One batch from samples instead of a grid (Hyndman 1996): ``sample_log_probs (N, S)`` are the model's
+        log-densities at S of its own samples. The level-``a`` region's threshold is the ``1 - a`` quantile of them
+        (``a`` of the mass lies above it); its area is the importance estimate ``mean_s 1[p(x_s) >= t] / p(x_s)``.
+        For the sphere flow: S + 1 likelihood solves per image instead of one per grid cell."""
+        lp = torch.as_tensor(sample_log_probs, dtype=torch.float64)
+        true_log_prob = torch.as_tensor(true_log_prob, dtype=torch.float64).reshape(-1)
+        if lp.ndim != 2 or len(lp) != len(true_log_prob):
+            raise ValueError(f"sample_log_probs must be (N, S) with N = {len(true_log_prob)}, got {tuple(lp.shape)}")
+        levels = torch.tensor(self._all, dtype=torch.float64)
+        thresholds = torch.quantile(lp, 1 - levels, dim=1).T  # (N, L)
+        above = lp[:, None, :] >= thresholds[..., None]  # (N, L, S)
+        areas = (above * torch.exp(-lp)[:, None, :]).mean(dim=-1) * EARTH_RADIUS_KM**2
+        self._inside.append(true_log_prob[:, None] >= thresholds)
+        self._areas.append(areas)
+        self._log_probs.append(true_log_prob)
+
     def __len__(self) -> int:
         return sum(len(x) for x in self._log_probs)
 

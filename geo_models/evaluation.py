@@ -28,7 +28,6 @@ import torch
 from tqdm.auto import tqdm
 
 from geo_models.calibration import CalibrationAccumulator, reliability_plot
-from geo_models.checks import check_number
 from geo_models.data.embeddings import read_embedding_parquet
 from geo_models.data.formats import DatasetFormat, dataset_format
 from geo_models.data.imagefolder import GeoImageFolder
@@ -253,11 +252,13 @@ def batch_log_prob(model, inputs: dict[str, Any], latlon: torch.Tensor) -> torch
     return None
 
 
-def batch_density(model, inputs: dict[str, Any], latlon: torch.Tensor, resolution_deg: float, grid_kwargs=None):
-    """``(log-density of the true latlon (B,), DensityGrid)`` of one batch, or None when the model cannot give them.
+def batch_density_samples(model, inputs: dict[str, Any], latlon: torch.Tensor, num_samples: int):
+    """``(log-density of the true latlon (B,), log-densities of num_samples of the model's own samples (B, S))``
+    for one batch, or None when the model cannot give them (the inputs of
+    :meth:`~geo_models.calibration.CalibrationAccumulator.add_samples`).
 
-    A kernel-density model (GeoCLIP, kNN, LocDiff) builds its mixture once for both; the flow solves its
-    likelihood for the truth and for every grid cell."""
+    A kernel-density model (GeoCLIP, kNN, LocDiff) builds its mixture once and samples it; the sphere flow samples
+    without guidance (its density is the unguided model's) and solves its likelihood at the samples and the truth."""
     feats = inputs.get("image_embeddings")
     if feats is None and callable(getattr(model, "embed_images", None)):
         with torch.no_grad():
@@ -265,12 +266,17 @@ def batch_density(model, inputs: dict[str, Any], latlon: torch.Tensor, resolutio
     if feats is None:
         return None
     feats = feats.to(latlon.device)
+    generator = torch.Generator().manual_seed(0)
     if callable(getattr(model, "density_mixture", None)):
         mixture = model.density_mixture(image_embeddings=feats)
-        return mixture.log_prob(latlon.cpu()).float(), mixture.grid(resolution_deg)
-    if callable(getattr(model, "density_grid", None)) and callable(getattr(model, "log_prob", None)):
-        grid = model.density_grid(image_embeddings=feats, resolution_deg=resolution_deg, **(grid_kwargs or {}))
-        return model.log_prob(latlon, image_embeddings=feats).detach().float().cpu(), grid
+        samples = mixture.sample(num_samples, generator=generator)
+        return mixture.log_prob(latlon.cpu()).float(), mixture.log_prob(samples).float()
+    if callable(getattr(model, "sample", None)) and callable(getattr(model, "log_prob", None)):
+        with torch.no_grad():
+            samples = model.sample(image_embeddings=feats, num_samples=num_samples, guidance_scale=0.0,
+                                   generator=generator)  # fmt: skip
+        true_lp = model.log_prob(latlon, image_embeddings=feats).detach().float().cpu()
+        return true_lp, model.log_prob(samples, image_embeddings=feats).detach().float().cpu()
     return None
 
 
@@ -292,7 +298,7 @@ def evaluate_geolocation(
     per_image_csv: str | os.PathLike | None = None,
     progress: bool = True,
     calibration: bool = False,
-    calibration_resolution_deg: float = 2.0,
+    calibration_samples: int = 256,
     reliability_png: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """Geolocate every sample of a geotagged test set with ``model`` and score the predictions.
@@ -323,8 +329,8 @@ def evaluate_geolocation(
         progress: show a progress bar.
         calibration: also score the model's density (models with ``density_grid``: every geolocator of the
             project): NLL, coverage of its 50/90/95% highest-density regions and their median areas
-            (:mod:`geo_models.calibration`), on a grid of ``calibration_resolution_deg`` degrees. For the sphere
-            flow that is one likelihood solve per grid cell and image (slow: use ``max_samples``).
+            (:mod:`geo_models.calibration`), the regions found from ``calibration_samples`` of the model's own
+            samples per image (for the sphere flow: that many likelihood solves per image).
         reliability_png: where the reliability plot goes (default: ``<output_json stem>.reliability.png`` when
             ``calibration`` and ``output_json`` are given).
 
@@ -374,13 +380,7 @@ def evaluate_geolocation(
     if calibration and not callable(getattr(model, "density_grid", None)):
         raise EvaluationInputError("calibration", f"calibration: {name} has no density_grid (no density to score)")
     if calibration:
-        try:
-            res = check_number(calibration_resolution_deg, "calibration_resolution_deg", 0.25, 30.0)
-            if abs(180 / res - round(180 / res)) > 1e-6:
-                raise ValueError(f"calibration_resolution_deg must divide 180, got {res!r}")
-        except ValueError as err:
-            raise EvaluationInputError("calibration_resolution_deg", str(err)) from None
-        calibration_resolution_deg = res
+        _check_int(calibration_samples, "calibration_samples", 16)
     accumulator = CalibrationAccumulator() if calibration else None
 
     # 2. Predict (and log-densities), batch by batch
@@ -409,10 +409,10 @@ def evaluate_geolocation(
             candidates.extend(json.dumps(r) for r in pred.to_records())
             names.extend(file_names if file_names is not None else [None] * len(latlon))
             if accumulator is not None:
-                found = batch_density(model, inputs, latlon.to(device), calibration_resolution_deg)
+                found = batch_density_samples(model, inputs, latlon.to(device), calibration_samples)
                 if found is None:
                     raise EvaluationInputError("calibration", f"calibration: {name} cannot embed these images")
-                accumulator.add(found[1], found[0])
+                accumulator.add_samples(found[1], found[0])
             if nll_ok:
                 lp = batch_log_prob(model, inputs, latlon.to(device))
                 if lp is None:

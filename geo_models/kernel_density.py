@@ -2,11 +2,12 @@
 
 GeoCLIP answers with a softmax over a gallery of points, kNN with weighted neighbours, LocDiff with samples; none of
 their papers gives a density over the globe. Each becomes one here (issue 18): a
-:class:`~geo_models.sphere.density.KernelMixture` of its points with the model's own weights, the kernel's
-concentration ``density_kappa`` fitted on held-out data by :meth:`KernelDensityMixin.fit_density` (maximum
-likelihood of the true locations) and saved in the model's config. So every geolocator of the project has
-``log_prob`` and ``density_grid`` with the sphere flow's meaning (nats w.r.t. area on the unit sphere), and
-:mod:`geo_models.calibration` can score them all alike.
+:class:`~geo_models.sphere.density.KernelMixture` of its points with the model's own weights, shaped by a
+:class:`~geo_models.sphere.density.DensityKernel` (the vMF kernel's concentration, a temperature on the weights and
+a uniform floor for the model's misses) fitted on held-out data by :meth:`KernelDensityMixin.fit_density` (maximum
+likelihood of the true locations) and saved in the model's config as ``density_kernel``. So every geolocator of
+the project has ``log_prob`` and ``density_grid`` with the sphere flow's meaning (nats w.r.t. area on the unit
+sphere), and :mod:`geo_models.calibration` can score them all alike.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from geo_models.checks import check_int
 from geo_models.sphere import check_latlon
-from geo_models.sphere.density import DensityGrid, KernelMixture, fit_kappa, kappa_for_km
+from geo_models.sphere.density import DensityGrid, DensityKernel, KernelMixture, fit_kernel, kappa_for_km
 
 DEFAULT_KERNEL_KM = 250.0  # the kernel of a model whose density was never fitted (fit_density replaces it)
 
@@ -25,10 +26,10 @@ DEFAULT_KERNEL_KM = 250.0  # the kernel of a model whose density was never fitte
 class KernelDensityMixin:
     """``log_prob`` / ``density_grid`` / ``fit_density`` for a geolocator that implements
     ``_kernel_components(features, **kwargs) -> (centres (N, M, 2), weights (N, M))`` and
-    ``_density_features(images, image_embeddings) -> features``, and keeps ``self.density_kappa`` (``None`` until
-    fitted)."""
+    ``_density_features(images, image_embeddings) -> features``, and keeps ``self.density_kernel`` (a
+    :class:`DensityKernel`, ``None`` until fitted)."""
 
-    density_kappa: float | None = None
+    density_kernel: DensityKernel | None = None
 
     def _kernel_components(self, features: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -36,23 +37,23 @@ class KernelDensityMixin:
     def _density_features(self, images: Any, image_embeddings: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def _record_density_kappa(self, kappa: float) -> None:
-        """Keep a fitted concentration where ``save_pretrained`` writes the config (models override as needed)."""
-        self.density_kappa = kappa
+    def _record_density_kernel(self, kernel: DensityKernel) -> None:
+        """Keep a fitted kernel where ``save_pretrained`` writes the config (models override as needed)."""
+        self.density_kernel = kernel
         if hasattr(self, "_hub_mixin_config"):
-            self._hub_mixin_config = {**(self._hub_mixin_config or {}), "density_kappa": kappa}
+            self._hub_mixin_config = {**(self._hub_mixin_config or {}), "density_kernel": kernel.to_dict()}
 
     @property
-    def kernel_kappa(self) -> float:
-        """The kernel's concentration: the fitted one, else that of a ``DEFAULT_KERNEL_KM`` kernel."""
-        return float(self.density_kappa) if self.density_kappa else kappa_for_km(DEFAULT_KERNEL_KM)
+    def kernel(self) -> DensityKernel:
+        """The fitted kernel, else a ``DEFAULT_KERNEL_KM`` vMF with the model's own weights and no floor."""
+        return self.density_kernel or DensityKernel(kappa_for_km(DEFAULT_KERNEL_KM))
 
     @torch.no_grad()
     def density_mixture(self, images: Any = None, image_embeddings: Any = None, **kwargs) -> KernelMixture:
         """The density of each image as a :class:`KernelMixture` (``kwargs`` go to the model's components)."""
         features = self._density_features(images, image_embeddings)
         centres, weights = self._kernel_components(features, **kwargs)
-        return KernelMixture(centres.double().cpu(), weights.double().cpu(), self.kernel_kappa)
+        return self.kernel.mixture(centres.double().cpu(), weights.double().cpu())
 
     def log_prob(self, latlon: Any, images: Any = None, image_embeddings: Any = None, **kwargs) -> torch.Tensor:
         """Log-density (nats, w.r.t. area on the unit sphere) of ``latlon (N, 2)`` or ``(N, K, 2)`` given each
@@ -68,10 +69,10 @@ class KernelDensityMixin:
         return self.density_mixture(images, image_embeddings, **kwargs).grid(resolution_deg)
 
     @torch.no_grad()
-    def fit_density(self, image_embeddings: Any, latlon: Any, *, batch_size: int = 256, **kwargs) -> float:
-        """Fit the kernel's concentration on held-out ``image_embeddings (N, D)`` and their true ``latlon (N, 2)``
-        (maximum likelihood), keep it (saved with the model) and return it. Use data the model was not trained on:
-        on training data the kernel comes out too sharp."""
+    def fit_density(self, image_embeddings: Any, latlon: Any, *, batch_size: int = 256, **kwargs) -> DensityKernel:
+        """Fit the density's kernel on held-out ``image_embeddings (N, D)`` and their true ``latlon (N, 2)``
+        (maximum likelihood, :func:`fit_kernel`), keep it (saved with the model) and return it. Use data the model
+        was not trained on: on training data the kernel comes out too sharp."""
         batch_size = check_int(batch_size, "batch_size")
         truth = check_latlon(latlon, "latlon")
         feats = self._density_features(None, image_embeddings)
@@ -82,6 +83,6 @@ class KernelDensityMixin:
         parts = [self._kernel_components(feats[i : i + batch_size], **kwargs) for i in chunks]
         centres = torch.cat([c.double().cpu() for c, _ in parts])
         weights = torch.cat([w.double().cpu() for _, w in parts])
-        kappa = fit_kappa(centres, weights, truth.double().cpu())
-        self._record_density_kappa(kappa)
-        return kappa
+        kernel = fit_kernel(centres, weights, truth.double().cpu())
+        self._record_density_kernel(kernel)
+        return kernel

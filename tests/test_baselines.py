@@ -65,7 +65,8 @@ def test_medoid_aggregation():
 def test_save_load_round_trip(tmp_path):
     knn, emb = fitted(seed=1)
     knn.save_pretrained(tmp_path)
-    assert read_config(tmp_path) == {"embedding_dim": 8, "k": 1, "temperature": 0.07, "model_type": "knn"}
+    assert read_config(tmp_path) == {"embedding_dim": 8, "k": 1, "temperature": 0.07, "density_kernel": None,
+                                     "model_type": "knn"}  # fmt: skip
     loaded = load_model(tmp_path)
     assert isinstance(loaded, KNNGeolocator) and len(loaded) == 5
     assert torch.equal(loaded.memory_latlon, knn.memory_latlon)

@@ -110,11 +110,23 @@ def test_calibration_metrics_and_reliability_plot(knn, embedding_parquet, tmp_pa
     even the 50% region."""
     out = tmp_path / "eval.json"
     metrics = evaluate_geolocation(knn, embedding_parquet, batch_size=16, output_json=out, progress=False,
-                                   calibration=True, calibration_resolution_deg=3.0)  # fmt: skip
+                                   calibration=True, calibration_samples=64)  # fmt: skip
     for level in (50, 90, 95):
         assert metrics[f"coverage_{level}"] == 100.0 and metrics[f"area_{level}_km2"] > 0
     assert metrics["area_50_km2"] <= metrics["area_90_km2"] <= metrics["area_95_km2"]
     assert {"nll", "max_coverage_gap", "well_calibrated"} <= set(metrics)
     assert (tmp_path / "eval.reliability.png").stat().st_size > 1000
-    with pytest.raises(EvaluationInputError, match="calibration_resolution_deg"):
-        evaluate_geolocation(knn, embedding_parquet, progress=False, calibration=True, calibration_resolution_deg=7)
+    with pytest.raises(EvaluationInputError, match="calibration_samples"):
+        evaluate_geolocation(knn, embedding_parquet, progress=False, calibration=True, calibration_samples=3)
+
+
+def test_flow_calibration_from_its_own_samples(tmp_path):
+    """The sphere flow's regions come from its unguided samples and their exact log-densities."""
+    flow = tiny_sphere_flow_pipeline(embedding_dim=8)
+    emb = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    latlon = torch.tensor([[10.0, 20.0], [-30.0, 40.0], [50.0, -60.0], [0.0, 0.0], [70.0, 100.0], [-45.0, -170.0]])
+    write_embedding_parquet(tmp_path / "t" / "part-00000.parquet", emb, latlon)
+    metrics = evaluate_geolocation(flow, tmp_path / "t", progress=False, calibration=True, calibration_samples=32,
+                                   top_k=1, predict_kwargs={"num_samples": 4, "num_inference_steps": 4})  # fmt: skip
+    assert 0 <= metrics["coverage_50"] <= metrics["coverage_90"] <= metrics["coverage_95"] <= 100
+    assert metrics["area_50_km2"] <= metrics["area_95_km2"] and "nll" in metrics

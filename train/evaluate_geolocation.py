@@ -76,14 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration",
         action="store_true",
         help="also score the model's density: NLL, coverage and median area of its 50/90/95%% highest-density "
-        "regions, and a reliability plot (<output_json stem>.reliability.png); for a sphere flow one likelihood "
-        "solve per grid cell and image (slow: use --max_samples)",
+        "regions, and a reliability plot (<output_json stem>.reliability.png); the regions come from "
+        "--calibration_samples of the model's own samples per image (a sphere flow: as many likelihood solves)",
     )
     p.add_argument(
-        "--calibration_resolution_deg",
-        type=float,
-        default=2.0,
-        help="grid of the density for --calibration, degrees dividing 180 (default 2)",
+        "--calibration_samples", type=int, default=256, help="samples per image for --calibration (>= 16)"
     )
     return p
 
@@ -156,7 +153,7 @@ def main(argv=None) -> dict[str, float]:
             output_json=args.output_json,
             per_image_csv=args.per_image_csv,
             calibration=args.calibration,
-            calibration_resolution_deg=args.calibration_resolution_deg,
+            calibration_samples=args.calibration_samples,
         )
     except EvaluationInputError as err:
         parser.error(flag_message(err, args))

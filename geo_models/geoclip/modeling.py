@@ -36,7 +36,7 @@ from geo_models.hub import GeoModelHubMixin
 from geo_models.kernel_density import KernelDensityMixin
 from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import check_latlon, haversine_km
-from geo_models.sphere.density import KAPPA_RANGE, KernelMixture
+from geo_models.sphere.density import DensityKernel
 
 GalleryLike = torch.Tensor | str | PathLike | int | None
 
@@ -76,9 +76,10 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         backbone_pretrained: open_clip tag or weights file for the backbone (``openai``).
         backbone_finetuned: the backbone's weights were trained (LoRA merged or full) and are saved with the model.
         seed: seed of the RFF matrices (and of a randomly initialised backbone).
-        density_kappa: concentration of the vMF kernel that turns the gallery softmax into a density on the sphere
-            (:meth:`log_prob`, :meth:`density_grid`); set by :meth:`fit_density` on held-out data (``None``: a
-            250 km kernel).
+        density_kernel: how the gallery softmax becomes a density on the sphere (:meth:`log_prob`,
+            :meth:`density_grid`): ``{"kappa", "power", "floor"}`` of a
+            :class:`~geo_models.sphere.density.DensityKernel`, set by :meth:`fit_density` on held-out data
+            (``None``: a 250 km vMF kernel).
     """
 
     model_type = "geoclip"
@@ -98,11 +99,10 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         backbone_pretrained: str | None = None,
         backbone_finetuned: bool = False,
         seed: int = 0,
-        density_kappa: float | None = None,
+        density_kernel: dict | None = None,
     ):
         super().__init__()
-        self.density_kappa = None if density_kappa is None else check_number(density_kappa, "density_kappa",
-                                                                             *KAPPA_RANGE)  # fmt: skip
+        self.density_kernel = DensityKernel.from_dict(density_kernel)
         # 0. Sizes, and the parameter budget before anything is allocated (the backbone is a named architecture)
         embedding_dim = None if embedding_dim is None else check_int(embedding_dim, "embedding_dim")
         projection_dim = check_int(projection_dim, "projection_dim")
@@ -305,7 +305,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
             scores[start:stop] = top.values.cpu()
         latlon = candidates[:, 0]
         if point_estimate == "density_mode":
-            mixture = KernelMixture(candidates.double(), scores.double(), self.kernel_kappa)
+            mixture = self.kernel.mixture(candidates.double(), scores.double())
             latlon = mixture.mode_among_centres().to(candidates.dtype)
         return GeoPrediction(latlon=latlon, candidates=candidates[:, :shown], scores=scores[:, :shown])
 

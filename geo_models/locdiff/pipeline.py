@@ -39,7 +39,7 @@ from geo_models.locdiff.modeling import SHDD_SAMPLE_SCALE, CSUNet
 from geo_models.locdiff.shdd import SHDD
 from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import haversine_km, spherical_mean
-from geo_models.sphere.density import KAPPA_RANGE
+from geo_models.sphere.density import DensityKernel
 
 __all__ = ["LOSSES", "LocDiffPipeline", "locdiff_loss", "make_scheduler", "predicted_original_sample"]
 
@@ -161,9 +161,9 @@ class LocDiffPipeline(ImageBackboneMixin, KernelDensityMixin):
             with the pipeline (see :meth:`mark_backbone_finetuned`).
         sample_scale: SHDD vectors are diffused as ``sample_scale * SHDD`` (must match training).
         refine: decoder refinement inside the kernel (``SHDD.decode``'s ``refine``).
-        density_kappa: concentration of the vMF kernel around each sample in the pipeline's density
-            (:meth:`log_prob`, :meth:`density_grid`: 64 seeded samples, a kernel density estimate); set by
-            :meth:`fit_density` on held-out data (``None``: a 250 km kernel).
+        density_kernel: the kernel around each sample in the pipeline's density (:meth:`log_prob`,
+            :meth:`density_grid`: 64 seeded samples, a kernel density estimate), ``{"kappa", "power", "floor"}``;
+            set by :meth:`fit_density` on held-out data (``None``: a 250 km vMF kernel).
 
     Example:
         >>> unet = CSUNet(sample_dim=16, condition_dim=8, block_out_dims=(32, 8), time_embed_dim=16, dropout=0.0)
@@ -185,7 +185,7 @@ class LocDiffPipeline(ImageBackboneMixin, KernelDensityMixin):
         backbone_finetuned: bool = False,
         sample_scale: float = SHDD_SAMPLE_SCALE,
         refine: bool | str = True,
-        density_kappa: float | None = None,
+        density_kernel: dict | None = None,
     ):
         if isinstance(shdd, SHDD):
             shdd_config = {
@@ -227,8 +227,7 @@ class LocDiffPipeline(ImageBackboneMixin, KernelDensityMixin):
         self.shdd_config = shdd_config
         self.sample_scale = float(sample_scale)
         self.refine = refine
-        self.density_kappa = None if density_kappa is None else check_number(density_kappa, "density_kappa",
-                                                                             *KAPPA_RANGE)  # fmt: skip
+        self.density_kernel = DensityKernel.from_dict(density_kernel)
 
     # ------------------------------------------------------------------------------------------------ properties
     @property
@@ -402,7 +401,7 @@ class LocDiffPipeline(ImageBackboneMixin, KernelDensityMixin):
             "sample_scale": self.sample_scale,
             "refine": self.refine,
             "backbone": self._backbone_config(),
-            "density_kappa": self.density_kappa,
+            "density_kernel": self.density_kernel.to_dict() if self.density_kernel else None,
         }
 
     def _backbone_config(self) -> dict[str, Any] | None:
@@ -463,7 +462,7 @@ class LocDiffPipeline(ImageBackboneMixin, KernelDensityMixin):
             backbone_finetuned=bool(backbone and backbone.get("finetuned", False)),
             sample_scale=config["sample_scale"],
             refine=config.get("refine", True),
-            density_kappa=config.get("density_kappa"),
+            density_kernel=config.get("density_kernel"),
         )
 
     def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs) -> str:

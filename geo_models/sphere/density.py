@@ -6,7 +6,8 @@
   geolocator implies once each of its weighted points is spread by a spherical kernel (GeoCLIP's gallery softmax,
   LocDiff's samples, kNN's neighbours; issue 18). Weights that do not sum to 1 leave ``w_0 = 1 - sum_j w_j`` spread
   uniformly over the sphere (e.g. the gallery's mass beyond the components kept), so it is always a density.
-- :func:`fit_kappa`: the kernel concentration that maximises the mean log-likelihood of held-out true locations.
+- :class:`DensityKernel` / :func:`fit_kernel`: how the points become a density (the kernel's concentration, a
+  temperature on the weights, a uniform floor for misses), fitted by maximum likelihood on held-out true locations.
 
 Densities are w.r.t. area on the unit sphere (nats; the uniform density is ``1 / (4 pi)``), as the flow's.
 """
@@ -21,8 +22,18 @@ import torch
 from geo_models.checks import MIN_GRID_RESOLUTION_DEG, check_number
 from geo_models.sphere._checks import check_latlon
 from geo_models.sphere.coords import EARTH_RADIUS_KM, latlon_to_xyz, xyz_to_latlon
+from geo_models.sphere.manifold import uniform_sphere_xyz, von_mises_fisher_xyz
 
-__all__ = ["DensityGrid", "KernelMixture", "density_grid_points", "fit_kappa", "kappa_for_km", "vmf_log_kernel"]
+__all__ = [
+    "DensityGrid",
+    "DensityKernel",
+    "KernelMixture",
+    "density_grid_points",
+    "fit_kernel",
+    "kappa_for_km",
+    "temper",
+    "vmf_log_kernel",
+]
 
 LOG_4PI = math.log(4 * math.pi)
 KAPPA_RANGE = (1.0, 1e7)  # ~6,400 km to ~2 km kernels
@@ -142,6 +153,18 @@ class KernelMixture:
         logp = self._log_prob_xyz(xyz).float()
         return DensityGrid(latitudes=lats, longitudes=lons, log_density=logp.view(len(self.centres), len(lats), -1))
 
+    def sample(self, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(N, num_samples, 2)`` latlon drawn from each image's mixture: a component by weight (the uniform part
+        included), then a vMF draw around it (exact, Wood 1994)."""
+        n, m = self.weights.shape
+        probs = torch.cat([self.weights, self.uniform_weight[:, None]], dim=1).clamp_min(0)
+        pick = torch.multinomial(probs, int(num_samples), replacement=True, generator=generator)  # (N, S)
+        centre = self._xyz[torch.arange(n)[:, None], pick.clamp(max=m - 1)]  # (N, S, 3)
+        kappa = torch.tensor(self.kappa, dtype=centre.dtype)
+        xyz = von_mises_fisher_xyz(centre, kappa, 1, generator=generator)[..., 0, :]
+        uniform = uniform_sphere_xyz(n * int(num_samples), generator=generator, dtype=xyz.dtype).view_as(xyz)
+        return xyz_to_latlon(torch.where((pick == m)[..., None], uniform, xyz))
+
     def mode_among_centres(self) -> torch.Tensor:
         """``(N, 2)``: the component centre of highest density. Unlike the heaviest single component (a gallery
         argmax), a centre gathers the mass of the near-duplicates around it: the aggregated density's mode."""
@@ -150,23 +173,80 @@ class KernelMixture:
         return xyz_to_latlon(self._xyz[torch.arange(len(logp)), logp.argmax(dim=1)]).float()
 
 
-def fit_kappa(centres: torch.Tensor, weights: torch.Tensor, true_latlon: torch.Tensor, *, steps: int = 60) -> float:
-    """The concentration maximising the mean log-likelihood of ``true_latlon (N, 2)`` under the mixtures of
-    ``centres (N, M, 2)`` / ``weights (N, M)``: a log-spaced search over ``KAPPA_RANGE`` (``steps`` points), refined
-    once around the best point. Held-out data (not the training set) gives a calibrated kernel."""
+def temper(weights: torch.Tensor, power: float) -> torch.Tensor:
+    """``w^power`` renormalised to each row's original total: ``power < 1`` spreads a too confident softmax, ``> 1``
+    sharpens it (a temperature on the model's scores)."""
+    total = weights.sum(dim=1, keepdim=True)
+    tempered = weights.clamp_min(0) ** power
+    return tempered / tempered.sum(dim=1, keepdim=True).clamp_min(1e-300) * total
+
+
+@dataclass(frozen=True)
+class DensityKernel:
+    """How a geolocator's weighted points become its density: weights tempered by ``power``, a ``floor`` of the
+    mass spread uniformly (the model's misses), each point spread by a vMF of concentration ``kappa``:
+    ``p(x) = (1 - floor) sum_j temper(w)_j vMF(x; mu_j, kappa) + (floor + the weights' own remainder) / (4 pi)``."""
+
+    kappa: float
+    power: float = 1.0
+    floor: float = 0.0
+
+    def __post_init__(self):
+        check_number(self.kappa, "kappa", *KAPPA_RANGE)
+        check_number(self.power, "power", 0.05, 20.0)
+        check_number(self.floor, "floor", 0.0, 0.99)
+
+    def mixture(self, centres: torch.Tensor, weights: torch.Tensor) -> KernelMixture:
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        return KernelMixture(centres, (1 - self.floor) * temper(weights, self.power), self.kappa)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"kappa": float(self.kappa), "power": float(self.power), "floor": float(self.floor)}
+
+    @classmethod
+    def from_dict(cls, config: dict | None, name: str = "density_kernel") -> DensityKernel | None:
+        """``None`` -> ``None``; a dict with ``kappa`` (and optionally ``power``, ``floor``) -> the kernel."""
+        if config is None:
+            return None
+        if not isinstance(config, dict) or "kappa" not in config or set(config) - {"kappa", "power", "floor"}:
+            raise ValueError(f"{name} must be a dict with kappa (and power, floor), got {config!r}")
+        try:
+            return cls(**{k: float(v) for k, v in config.items()})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name}: {err}") from None
+
+
+POWERS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+FLOORS = (0.0, 0.01, 0.03, 0.1, 0.2, 0.4)
+
+
+def fit_kernel(centres: torch.Tensor, weights: torch.Tensor, true_latlon: torch.Tensor, *, steps: int = 40,
+               powers=POWERS, floors=FLOORS) -> DensityKernel:  # fmt: skip
+    """The :class:`DensityKernel` maximising the mean log-likelihood of ``true_latlon (N, 2)`` under the mixtures
+    of ``centres (N, M, 2)`` / ``weights (N, M)``: for each ``power`` and ``floor`` a log-spaced search of kappa
+    over ``KAPPA_RANGE`` (``steps`` points) refined once around its best point. Use held-out data (not the
+    model's training set): there the kernel comes out too sharp and the floor too low."""
     truth = check_latlon(true_latlon, "true_latlon").double()
-    base = KernelMixture(centres, weights, 1.0)  # checks the inputs once; the kernels change below
+    base = KernelMixture(centres, weights, 1.0)  # checks the inputs once
     cos = torch.einsum("nd,nmd->nm", latlon_to_xyz(truth), base._xyz).clamp(-1, 1)
-    log_w, log_u = base.weights.log(), base.uniform_weight.log() - LOG_4PI
-
-    def mean_ll(log_kappa: torch.Tensor) -> torch.Tensor:
-        kappa = log_kappa.exp()[:, None, None]
-        comp = torch.logsumexp(log_w[None] + vmf_log_kernel(cos[None], kappa), dim=-1)  # (K, N)
-        return torch.logaddexp(comp, log_u[None].expand_as(comp)).mean(dim=1)
-
     lo, hi = (math.log(k) for k in KAPPA_RANGE)
     grid = torch.linspace(lo, hi, steps, dtype=torch.float64)
-    best = grid[mean_ll(grid).argmax()]
     step = (hi - lo) / (steps - 1)
-    fine = torch.linspace(max(lo, best - step), min(hi, best + step), 41, dtype=torch.float64)
-    return float(fine[mean_ll(fine).argmax()].exp())
+    best = (-math.inf, None)
+    for power in powers:
+        tempered = temper(base.weights, power)
+        for floor in floors:
+            w = (1 - floor) * tempered
+            log_w, log_u = w.log(), (1 - w.sum(dim=1)).clamp_min(0).log() - LOG_4PI
+
+            def mean_ll(log_kappa: torch.Tensor, log_w=log_w, log_u=log_u) -> torch.Tensor:
+                kappa = log_kappa.exp()[:, None, None]
+                comp = torch.logsumexp(log_w[None] + vmf_log_kernel(cos[None], kappa), dim=-1)  # (K, N)
+                return torch.logaddexp(comp, log_u[None].expand_as(comp)).mean(dim=1)
+
+            coarse = grid[mean_ll(grid).argmax()]
+            fine = torch.linspace(max(lo, coarse - step), min(hi, coarse + step), 21, dtype=torch.float64)
+            scores = mean_ll(fine)
+            if float(scores.max()) > best[0]:
+                best = (float(scores.max()), DensityKernel(float(fine[scores.argmax()].exp()), power, floor))
+    return best[1]

@@ -9,7 +9,14 @@ import torch
 
 from geo_models.calibration import CalibrationAccumulator, hdr_thresholds, reliability_plot
 from geo_models.sphere import von_mises_fisher
-from geo_models.sphere.density import DensityGrid, KernelMixture, density_grid_points, fit_kappa, kappa_for_km
+from geo_models.sphere.density import (
+    DensityGrid,
+    DensityKernel,
+    KernelMixture,
+    density_grid_points,
+    fit_kernel,
+    kappa_for_km,
+)
 
 PARIS, LYON = [48.8566, 2.3522], [45.76, 4.84]
 
@@ -47,13 +54,32 @@ def test_the_mode_adds_up_near_duplicates():
     assert min(float((mode - torch.tensor(p)).abs().max()) for p in near) < 1e-4
 
 
-def test_fit_kappa_recovers_a_known_concentration():
+def test_fit_kernel_recovers_a_known_concentration_and_miss_rate():
+    """Truths from vMF(mu, kappa0) for 80% of the images and uniform for 20% (the model's misses): the fitted kernel
+    finds kappa0 and a uniform floor near 0.2."""
     torch.manual_seed(1)
-    kappa0 = kappa_for_km(400)
-    centres = torch.cat([torch.rand(600, 1, 1) * 120 - 60, torch.rand(600, 1, 1) * 360 - 180], dim=-1)
+    kappa0, n = kappa_for_km(400), 1000
+    centres = torch.cat([torch.rand(n, 1, 1) * 120 - 60, torch.rand(n, 1, 1) * 360 - 180], dim=-1)
     truth = torch.stack([von_mises_fisher(c[0], kappa=kappa0, num_samples=1)[0] for c in centres])
-    kappa = fit_kappa(centres, torch.ones(600, 1), truth)
-    assert kappa == pytest.approx(kappa0, rel=0.15)
+    miss = torch.rand(n) < 0.2
+    truth[miss] = torch.cat([torch.asin(torch.rand(int(miss.sum())) * 2 - 1).rad2deg()[:, None],
+                             torch.rand(int(miss.sum()), 1) * 360 - 180], dim=1)  # fmt: skip
+    kernel = fit_kernel(centres, torch.ones(n, 1), truth)
+    assert kernel.kappa == pytest.approx(kappa0, rel=0.2) and kernel.floor == 0.2
+    assert fit_kernel(centres[~miss], torch.ones(int((~miss).sum()), 1), truth[~miss]).floor <= 0.01
+    assert DensityKernel.from_dict(kernel.to_dict()) == kernel and DensityKernel.from_dict(None) is None
+    with pytest.raises(ValueError, match="density_kernel"):
+        DensityKernel.from_dict({"kappa": 10.0, "bandwidth": 3})
+    with pytest.raises(ValueError, match="floor"):
+        DensityKernel(10.0, floor=1.5)
+
+
+def test_tempering_spreads_a_too_confident_softmax():
+    from geo_models.sphere.density import temper
+
+    w = torch.tensor([[0.8, 0.1, 0.05]])
+    flat = temper(w, 0.25)
+    assert torch.allclose(flat.sum(1), w.sum(1)) and flat[0, 0] < 0.8 and flat[0, 2] > 0.05
 
 
 def vmf_grids(centres: torch.Tensor, kappa: float, resolution: float = 2.0) -> DensityGrid:
@@ -92,3 +118,25 @@ def test_hdr_area_of_a_uniform_density_is_the_level_times_the_earth():
     _, areas = hdr_thresholds(grid, (0.5,))
     earth = 4 * math.pi * 6371.0088**2
     assert float(areas[0, 0]) == pytest.approx(0.5 * earth, rel=0.02)
+
+
+def test_coverage_from_samples_matches_nominal_for_a_calibrated_predictor():
+    """The sample-based regions (the flow's route): thresholds from the model's own samples' log-densities."""
+    from geo_models.sphere.density import vmf_log_kernel
+
+    torch.manual_seed(3)
+    n, s, kappa = 1000, 256, kappa_for_km(800)
+    centres = torch.cat([torch.rand(n, 1) * 120 - 60, torch.rand(n, 1) * 360 - 180], dim=-1)
+    truth = torch.stack([von_mises_fisher(c, kappa=kappa, num_samples=1)[0] for c in centres])
+    mix = KernelMixture(centres[:, None], torch.ones(n, 1), kappa)
+    samples = torch.stack([von_mises_fisher(c, kappa=kappa, num_samples=s) for c in centres])
+    acc = CalibrationAccumulator()
+    acc.add_samples(mix.log_prob(samples), mix.log_prob(truth))
+    m = acc.metrics()
+    for level in (50, 90, 95):
+        assert abs(m[f"coverage_{level}"] - level) < 5.0, m
+    # the 90% region of a vMF is a cap of area 2 pi R^2 (1 - cos theta) with P(cap) = 0.9
+    cos_theta = 1 + math.log(0.1) / kappa  # vMF: P(cos >= c) = (1 - e^{-kappa (1 - c)}) / (1 - e^{-2 kappa})
+    expected = 2 * math.pi * 6371.0088**2 * (1 - cos_theta)
+    assert m["area_90_km2"] == pytest.approx(expected, rel=0.25)
+    assert vmf_log_kernel(torch.tensor(1.0), kappa) > vmf_log_kernel(torch.tensor(0.0), kappa)

@@ -42,7 +42,7 @@ def test_embeddings_perfect_when_test_is_train(script, knn_data, tmp_path):
     out = tmp_path / "res" / "metrics.json"
     metrics = script.main(["--model", str(model), "--test_data", str(data), "--output_json", str(out), "--top_k", "3"])
     saved = json.loads(out.read_text())
-    assert set(saved) == KEYS and saved == metrics
+    assert set(saved) == KEYS | {"nll"} and saved == metrics  # kNN's kernel density gives an NLL (issue 18)
     assert saved["n"] == 6 and saved["median_km"] == pytest.approx(0.0, abs=1e-3)
     assert all(saved[f"acc_{t}km"] == 100.0 for t in (1, 25, 200, 750, 2500))
     assert saved["geoscore"] == pytest.approx(5000.0, abs=0.01)
@@ -55,6 +55,7 @@ def test_embeddings_perfect_when_test_is_train(script, knn_data, tmp_path):
         "pred_longitude",
         "error_km",
         "candidates",
+        "nll",
     ]
     assert rows["file_name"].tolist() == [f"img_{i}.jpg" for i in range(6)]
     np.testing.assert_allclose(rows[["pred_latitude", "pred_longitude"]].to_numpy(), LATLON.numpy(), atol=1e-4)
@@ -115,7 +116,7 @@ def test_imagefolder_with_geoclip_and_ten_crop(script, image_data, tmp_path):
     plain = script.main([*base, "--output_json", str(tmp_path / "a.json")])
     ten = script.main([*base, "--output_json", str(tmp_path / "b.json"), "--ten_crop"])
     for metrics in (plain, ten):
-        assert set(metrics) == KEYS and metrics["n"] == 6
+        assert set(metrics) == KEYS | {"nll"} and metrics["n"] == 6
     rows = pd.read_csv(tmp_path / "a.per_image.csv")
     assert rows["file_name"].tolist() == [f"img/{i}.png" for i in range(6)]
     np.testing.assert_allclose(rows[["true_latitude", "true_longitude"]].to_numpy(), LATLON.numpy(), atol=1e-4)
@@ -219,3 +220,15 @@ def test_cli_errors(script, knn_data, image_data, tmp_path, capsys):
         tmp_path / "enc"
     )
     fails(["--model", str(tmp_path / "enc"), "--test_data", str(data)], "has no predict()")
+
+
+def test_calibration_flag_writes_coverage_and_a_reliability_plot(script, knn_data, tmp_path):
+    model, data, _ = knn_data
+    out = tmp_path / "cal.json"
+    metrics = script.main(["--model", str(model), "--test_data", str(data), "--output_json", str(out),
+                           "--calibration", "--calibration_samples", "64"])  # fmt: skip
+    assert metrics["coverage_90"] == 100.0 and metrics["area_90_km2"] > 0  # every truth is a memory point
+    assert (tmp_path / "cal.reliability.png").is_file()
+    with pytest.raises(SystemExit):
+        script.main(["--model", str(model), "--test_data", str(data), "--output_json", str(out), "--calibration",
+                     "--calibration_samples", "3"])  # fmt: skip
