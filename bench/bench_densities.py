@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     fx, fy = ev_x[: args.flow_eval], ev_y[: args.flow_eval]
     acc = CalibrationAccumulator()
-    grid_integrals = flow.density_grid(image_embeddings=fx[:4], resolution_deg=1.0, atol=1e-3, rtol=1e-3).integral()
+    grid_integrals = flow.density_grid(image_embeddings=fx[:1], resolution_deg=1.0, atol=1e-3, rtol=1e-3).integral()
     for s in chunks(len(fx), 50):
         samples = flow.sample(image_embeddings=fx[s], num_samples=args.flow_samples, guidance_scale=0.0,
                               generator=torch.Generator().manual_seed(0))  # fmt: skip

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -83,7 +84,7 @@ class CalibrationAccumulator:
         levels = torch.tensor(self._all, dtype=torch.float64)
         thresholds = torch.quantile(lp, 1 - levels, dim=1).T  # (N, L)
         above = lp[:, None, :] >= thresholds[..., None]  # (N, L, S)
-        areas = (above * torch.exp(-lp)[:, None, :]).mean(dim=-1) * EARTH_RADIUS_KM**2
+        areas = (above * torch.exp(-lp)[:, None, :]).mean(dim=-1).clamp(max=4 * math.pi) * EARTH_RADIUS_KM**2
         self._inside.append(true_log_prob[:, None] >= thresholds)
         self._areas.append(areas)
         self._log_probs.append(true_log_prob)

@@ -48,7 +48,8 @@ MAX_TOP_K = 20
 MAX_SAMPLES = 256
 MAX_STEPS = 100
 MAX_SEED = 2**32 - 1
-DENSITY_RESOLUTION_DEG = (5.0, 20.0)  # the flow's heatmap: 5 degrees is 2,592 likelihood solves (~10 s here)
+DENSITY_RESOLUTION_DEG = (5.0, 20.0)  # the flow's heatmap: 5 degrees is 2,592 likelihood solves (~10 s here); the
+# other geolocators' kernel densities are drawn at KERNEL_HEAT_DEG whatever this option
 MAX_SAMPLE_STEPS = 64 * 64  # samples x steps of one request: caps what one visitor holds the queue for (~5 s)
 TEXT_RESOLUTION_DEG = (2.0, 20.0)
 
@@ -88,10 +89,19 @@ def unavailable(store: ModelStore, geolocator: str) -> str | None:
     return "; ".join(e for e in errors if e) or None
 
 
+KERNEL_HEAT_DEG = 3.0  # GeoCLIP / LocDiff / LocDiff-H heatmaps: their kernel densities on a 3-degree grid (~10 ms)
+
+
+def _heat(grid) -> dict:
+    return {"values": grid.log_density[0].numpy(), "title": "log-density", "colorscale": "Inferno"}
+
+
 @gpu(duration=120)
 @torch.no_grad()
 def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
-    """Run a geolocator on one image -> ``{"candidates" (K, 2), "scores" (K,), "samples" (S, 2)?, "heat"?}``."""
+    """Run a geolocator on one image -> ``{"candidates" (K, 2), "scores" (K,), "samples" (S, 2)?, "heat"}``: every
+    geolocator's density as a heatmap (issue 18): the kernel densities of GeoCLIP, LocDiff and LocDiff-H
+    (``geo_models.kernel_density``, kernels fitted on held-out data), the flow's exact likelihood."""
     store = ModelStore.by_key(store_key)
     gen = torch.Generator().manual_seed(int(opt.seed))
     s = max(int(opt.num_samples), int(opt.top_k))
@@ -100,11 +110,19 @@ def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
     gallery = store.settings.gallery
     out: dict = {}
     if geolocator == "GeoCLIP":
-        pred = store.get("geoclip").predict(images=[image], top_k=k, gallery=gallery)
+        geoclip = store.get("geoclip")
+        feats = geoclip.embed_images([image])
+        pred = geoclip.predict(image_embeddings=feats, top_k=k, gallery=gallery)
+        out["heat"] = _heat(geoclip.density_grid(image_embeddings=feats, resolution_deg=KERNEL_HEAT_DEG,
+                                                 gallery=gallery))  # fmt: skip
     elif geolocator == "LocDiff":
-        pred = store.get("locdiff").predict(images=[image], num_samples=s, num_inference_steps=steps, top_k=k,
-                                            generator=gen)  # fmt: skip
+        locdiff = store.get("locdiff")
+        pred = locdiff.predict(images=[image], num_samples=s, num_inference_steps=steps, top_k=k,
+                               generator=gen)  # fmt: skip
         out["samples"] = pred.extras["samples"][0]
+        samples = pred.extras["samples"].double()  # its density: these samples under its fitted kernel
+        mixture = locdiff.kernel.mixture(samples, torch.full(samples.shape[:2], 1.0 / samples.shape[1]))
+        out["heat"] = _heat(mixture.grid(KERNEL_HEAT_DEG))
     elif geolocator == "LocDiff-H":
         locdiff, geoclip = store.get("locdiff"), store.get("geoclip")
         feats = locdiff.embed_images([image])
@@ -115,7 +133,11 @@ def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
             )
         pred = locdiff.predict_hybrid(geoclip, feats, top_k=k, gallery=gallery, num_samples=s,
                                       num_inference_steps=steps, generator=gen)  # fmt: skip
-        out["samples"] = pred.extras["locdiff"].extras["samples"][0]
+        samples = pred.extras["locdiff"].extras["samples"]
+        out["samples"] = samples[0]
+        grid = geoclip.density_grid(image_embeddings=feats, resolution_deg=KERNEL_HEAT_DEG, gallery=gallery,
+                                    prior_latlon=samples, prior_radius_km=200.0, prior_fallback=True)  # fmt: skip
+        out["heat"] = _heat(grid)
     elif geolocator == "Sphere flow":
         flow = store.get("sphere_flow")
         feats = flow.embed_images([image])
@@ -126,8 +148,7 @@ def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
         # The heatmap is for the eye: at tolerance 1e-3 its cells move by ~3% of the colour range (0.7 of ~21 nats on
         # the starter model) and it costs 2.4x less than at 1e-4 (bench/README.md, demo hub under load).
         res = float(opt.density_resolution_deg)
-        grid = flow.density_grid(image_embeddings=feats, resolution_deg=res, atol=1e-3, rtol=1e-3)
-        out["heat"] = {"values": grid.log_density[0].numpy(), "title": "log-density", "colorscale": "Inferno"}
+        out["heat"] = _heat(flow.density_grid(image_embeddings=feats, resolution_deg=res, atol=1e-3, rtol=1e-3))
     else:
         raise ValueError(f"unknown geolocator {geolocator!r}; choose one of {list(GEOLOCATORS)}")
     out["latlon"], out["candidates"], out["scores"] = pred.latlon[0], pred.candidates[0], pred.scores[0]

@@ -16,6 +16,9 @@
    the landmark's 3D model lifted from it by ``train/sds_to_mesh.py --preset cpu`` (``landmark3d/``: mesh.glb
    decimated to 20K faces, turntable, card).
 5. Held-out example photos with their GPS in EXIF (the app shows the distance to the truth).
+6. ``densities``: GeoCLIP's and LocDiff's density kernels (``fit_density``: the vMF concentration, a temperature on
+   the weights, a uniform floor) fitted on 500 held-out procedural photos (seed 2) and written into their configs
+   (``density_kernel``), so the app's heatmaps and the calibration are those of a fitted density (issue 18).
 
 Everything lands in ``apps/starter/{geoclip,locdiff,sphere_flow,gps_to_image,angle_to_image,landmark3d,examples}``
 (``--models`` picks; ``angle_to_image`` needs ``gps_to_image`` built first); training logs and
@@ -38,7 +41,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 STARTER = Path(__file__).resolve().parent
-MODELS = ("geoclip", "locdiff", "sphere_flow", "gps_to_image", "angle_to_image")
+MODELS = ("geoclip", "locdiff", "sphere_flow", "gps_to_image", "angle_to_image", "densities")
+DENSITY_VAL = {"num_images": 500, "seed": 2}  # held-out photos that fit the geolocators' density kernels
 # plus the model folders below; pipeline.py: the no-install route of diffusers pipelines
 KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json", "pipeline.py"}
 
@@ -180,6 +184,32 @@ def build_angle_to_image(data: Path, output: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
+def fit_densities(data: Path, output: Path) -> dict:
+    """Fit the starter GeoCLIP's and LocDiff's density kernels on held-out photos and write them into their
+    ``config.json`` (the weights do not change)."""
+    from geo_models.data.embeddings import read_embedding_parquet
+    from geo_models.data.procedural import generate_world
+    from geo_models.geoclip import GeoCLIP
+    from geo_models.locdiff.pipeline import LocDiffPipeline
+
+    val = data / "density_val"
+    if not (val / "metadata.csv").exists():
+        generate_world(val, DENSITY_VAL["num_images"], seed=DENSITY_VAL["seed"])
+    flags = ["--model_name", "procedural-clip", "--pretrained", "procedural", "--batch_size", "256"]
+    load_script("embed_images").main(["--train_data", str(val), "--output_dir", str(data / "density_val_emb"), *flags])
+    emb, latlon, _ = read_embedding_parquet(data / "density_val_emb")
+    kernels = {}
+    for name, cls in (("geoclip", GeoCLIP), ("locdiff", LocDiffPipeline)):
+        model = cls.from_pretrained(output / name)
+        kernels[name] = model.fit_density(emb, latlon).to_dict()
+        config_file = output / name / "config.json"
+        config = json.loads(config_file.read_text())
+        config["density_kernel"] = kernels[name]
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
+    print("density kernels:", json.dumps(kernels))
+    return kernels
+
+
 def write_examples(test_dir: Path, dest: Path, n: int) -> None:
     """The first landmark and plain test photos, with their GPS in EXIF, and a CSV of where they were taken."""
     from geo_models.data.exif import gps_exif
@@ -226,6 +256,9 @@ def main(argv=None) -> dict:
         if name == "angle_to_image":
             build_angle_to_image(data / "angle_to_image", output)
             continue
+        if name == "densities":
+            fit_densities(data, output)
+            continue
         script, extra = TRAIN[name]
         run = data / f"run_{name}"
         load_script(script).main(
@@ -234,6 +267,8 @@ def main(argv=None) -> dict:
              "--logging_steps", "100", *extra]
         )  # fmt: skip
         copy_checkpoint(run, output / name)
+    if set(args.models) == {"densities"}:  # the configs changed, not the build: its record stays
+        return {}
     # 3. Example photos for the app
     write_examples(data / "test", output / "examples", args.num_examples)
     folders = [p for p in output.iterdir() if p.is_dir() and p.name != "__pycache__"]

@@ -217,7 +217,7 @@ class DensityKernel:
 
 
 POWERS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-FLOORS = (0.0, 0.01, 0.03, 0.1, 0.2, 0.4)
+FLOORS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4)
 
 
 def fit_kernel(centres: torch.Tensor, weights: torch.Tensor, true_latlon: torch.Tensor, *, steps: int = 40,

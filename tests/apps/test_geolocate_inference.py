@@ -25,7 +25,8 @@ def test_geolocate_every_geolocator(store, photo_path, geolocator):
     names = {t.name for t in fig.data}
     assert {"coastlines", "candidates", "best guess", "photo GPS"} <= names
     assert ("samples" in names) == (geolocator != "GeoCLIP") == ("samples" in result)
-    assert (fig.data[0].type == "heatmap") == (geolocator == "Sphere flow")  # the flow's density as a heatmap
+    assert fig.data[0].type == "heatmap"  # every density as a heatmap (issue 18): kernels at 3 degrees
+    assert fig.data[0].dx == (20.0 if geolocator == "Sphere flow" else 3.0)
     assert len(fig.to_json()) + len(maps["region"].to_json()) < 300_000  # both maps: light (the globe was 1.16 MB)
     lat0, lat1 = maps["region"].layout.yaxis.range  # the regional view holds the best guess and the truth
     assert lat0 <= result["latitude"] <= lat1 and lat0 <= 48.8566 <= lat1
