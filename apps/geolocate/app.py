@@ -29,6 +29,7 @@ from apps.common.ui import (  # noqa: E402
 )
 from apps.common.wording import format_latlon, low_information_note  # noqa: E402
 from apps.common.worldmap import map_figure  # noqa: E402
+from apps.geolocate.compare import compare  # noqa: E402
 from apps.geolocate.inference import (  # noqa: E402
     DENSITY_RESOLUTION_DEG,
     GEOLOCATORS,
@@ -178,6 +179,26 @@ def create_demo(store: ModelStore) -> gr.Blocks:
         maps, table, result = locate_file(store, path, geolocator, opts, on_stage=stage)
         return "", summary_markdown(result), fitted_table(table), maps["world"], maps["region"], result
 
+    def compare_file(path, top_k, num_samples, steps, resolution, seed, on_stage=None):
+        if isinstance(path, RejectedUpload):
+            path.raise_error()
+        if not path:
+            raise ValueError("upload a photo (or pick an example) first")
+        s = store.settings
+        image, gps, _ = load_photo(path, max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)
+        return compare(store, image, options(top_k, num_samples, steps, resolution, seed), true_latlon=gps,
+                       on_stage=on_stage)  # fmt: skip
+
+    @inline_errors(num_outputs=4)
+    def compare_ui(path, top_k, num_samples, steps, resolution, seed, progress=gr.Progress()):  # noqa: B008
+        stage = lambda fraction, description: progress(fraction, desc=description)  # noqa: E731
+        fig, table, result = compare_file(path, top_k, num_samples, steps, resolution, seed, on_stage=stage)
+        return "", fig, table, result
+
+    @user_errors
+    def compare_api(path, top_k, num_samples, steps, resolution, seed):
+        return compare_file(path, top_k, num_samples, steps, resolution, seed)[2]
+
     @inline_errors(num_outputs=1)
     def upload_ui(path):
         return upload_markdown(store, path)
@@ -222,6 +243,7 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                                                label="density map resolution (degrees)")  # fmt: skip
                         seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
                     locate = gr.Button("Locate", variant="primary")
+                    compare_all = gr.Button("Compare all geolocators", variant="secondary")
                 with gr.Column(scale=3):
                     status = gr.Markdown(elem_id="geolocate-status")  # progress, upload checks and errors
                     summary = gr.Markdown(elem_id="geolocate-summary")
@@ -229,6 +251,10 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                                          wrap=True, elem_id="geolocate-table")  # fmt: skip
                     plot = gr.Plot(map_figure(), label="World", elem_id="geolocate-globe")
                     region = gr.Plot(label="Region (fitted to the answer)", elem_id="geolocate-region")
+            with gr.Accordion("Compare all geolocators: their 90% regions and best guesses", open=True):
+                compare_plot = gr.Plot(label="All geolocators", elem_id="geolocate-compare")
+                compare_table = gr.Dataframe(label="Answers side by side", wrap=True,
+                                             elem_id="geolocate-compare-table")  # fmt: skip
             result = gr.JSON(label="Result (JSON)", open=False, max_height=320)
         with gr.Tab("Text query (GeoCLIP)"):
             with gr.Row():
@@ -253,8 +279,12 @@ def create_demo(store: ModelStore) -> gr.Blocks:
         text_inputs = [text, text_resolution, text_top_k]
         gr.on([ask.click, text.submit], text_ui, text_inputs, [text_status, text_plot, text_table, text_result],
               api_visibility="undocumented", show_progress_on=[text_status])  # fmt: skip
+        compare_inputs = [image, top_k, num_samples, steps, resolution, seed]
+        compare_all.click(compare_ui, compare_inputs, [status, compare_plot, compare_table, result],
+                          api_visibility="undocumented", show_progress_on=[status])  # fmt: skip
         # API endpoints with stable names: JSON out only (hidden buttons, never clicked in the UI)
         gr.Button(visible=False).click(locate_api, inputs, result, api_name="geolocate")
+        gr.Button(visible=False).click(compare_api, compare_inputs, result, api_name="compare")
         gr.Button(visible=False).click(text_api, text_inputs, text_result, api_name="text_query")
     return demo
 

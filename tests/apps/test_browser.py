@@ -273,3 +273,17 @@ def test_dark_mode_maps_take_the_page_background(page, hub_url, tmp_path):
         keep_screenshot(dark, tmp_path, "geolocate_dark.png", full_page=True)
     finally:
         dark.close()
+
+
+def test_compare_mode_draws_every_geolocators_region_and_best_guess(page):
+    """One click runs all geolocators on the photo; the map has each one's 90% region outline and best guess, the
+    table one row each (issue 18)."""
+    from apps.geolocate.inference import GEOLOCATORS
+
+    page.get_by_role("button", name="Compare all geolocators", exact=True).click()
+    page.locator("#geolocate-compare-table", has_text="Sphere flow").wait_for()
+    page.wait_for_function("() => document.querySelector('#geolocate-compare .js-plotly-plot')?.data?.length > 8")
+    names = page.evaluate("() => document.querySelector('#geolocate-compare .js-plotly-plot').data.map(t => t.name)")
+    for name in GEOLOCATORS:
+        assert f"{name}: 90% region" in names and f"{name}: best guess" in names, names
+    assert "Error" not in page.locator("#geolocate-status").inner_text()

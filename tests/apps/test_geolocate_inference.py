@@ -78,3 +78,18 @@ def test_locdiff_scores_are_shares_that_tell_places_apart(store, photo_path):
     assert "share of guesses" in table.columns
     assert [f for f, _ in stages] == sorted(f for f, _ in stages) and len(stages) == 3  # real stages, in order
     assert stages[0][1].startswith("Running LocDiff (64 samples x 4 steps)")
+
+
+def test_compare_runs_every_geolocator_with_its_region(store, photo_path):
+    """Compare mode (issue 18): one row per geolocator with a positive 90% region, and on the map an outline and a
+    best-guess marker for each."""
+    from apps.geolocate.compare import compare
+
+    opts = GeolocateOptions(top_k=3, num_samples=8, num_inference_steps=4, density_resolution_deg=20.0)
+    fig, table, result = compare(store, Image.open(photo_path).convert("RGB"), opts, true_latlon=(48.8566, 2.3522))
+    assert list(table["geolocator"]) == list(GEOLOCATORS) and len(result["compare"]) == 4
+    assert all(r["region_90_km2"] > 0 and r["error_km"] >= 0 for r in result["compare"])
+    names = {t.name for t in fig.data}
+    assert all(f"{g}: 90% region" in names and f"{g}: best guess" in names for g in GEOLOCATORS)
+    json.dumps(result)
+    assert len(fig.to_json()) < 300_000
