@@ -10,6 +10,7 @@ best guess, the photo's GPS). A figure is a few hundred KB at most.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -54,12 +55,18 @@ def _coastlines(box: tuple[float, float, float, float] | None = None) -> go.Scat
 
 
 def _coarse(values: np.ndarray, cell_deg: float) -> np.ndarray:
-    """``(H, W)`` cells over the globe, averaged in blocks until a cell spans at least ``cell_deg``."""
+    """``(H, W)`` cells over the globe, averaged in blocks (NaN cells, not solved, left out) while a block stays
+    within ``cell_deg``: finer grids are coarsened to about ``cell_deg``, coarser ones kept."""
     h, w = values.shape
-    factor = max(1, math.ceil(cell_deg / (180.0 / h)))
+    factor = max(1, math.floor(cell_deg / (180.0 / h) + 1e-9))
     while h % factor or w % factor:  # the largest block size <= factor that tiles the grid
         factor -= 1
-    return values.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    if factor == 1:
+        return values
+    blocks = values.reshape(h // factor, factor, w // factor, factor)
+    with warnings.catch_warnings():  # an all-NaN block stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(blocks, axis=(1, 3))
 
 
 def _heatmap(heat: dict, box: tuple[float, float, float, float] | None = None) -> go.Heatmap:

@@ -31,8 +31,8 @@ from apps.common.wording import format_latlon, low_information_note  # noqa: E40
 from apps.common.worldmap import map_figure  # noqa: E402
 from apps.geolocate.compare import compare  # noqa: E402
 from apps.geolocate.inference import (  # noqa: E402
-    DENSITY_RESOLUTION_DEG,
     GEOLOCATORS,
+    HEAT_RESOLUTIONS,
     MAX_SAMPLE_STEPS,
     MAX_SAMPLES,
     MAX_SEED,
@@ -239,8 +239,8 @@ def create_demo(store: ModelStore) -> gr.Blocks:
                                                 label="samples (LocDiff, sphere flow)")  # fmt: skip
                         steps = gr.Slider(4, MAX_STEPS, value=32, step=1,
                                           label=f"denoising / flow steps (samples x steps <= {MAX_SAMPLE_STEPS})")
-                        resolution = gr.Slider(*DENSITY_RESOLUTION_DEG, value=10, step=1,
-                                               label="density map resolution (degrees)")  # fmt: skip
+                        resolution = gr.Dropdown(HEAT_RESOLUTIONS, value=2, label="sphere flow: density map cells "
+                                                 "(degrees)")  # fmt: skip
                         seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
                     locate = gr.Button("Locate", variant="primary")
                     compare_all = gr.Button("Compare all geolocators", variant="secondary")

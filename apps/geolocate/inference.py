@@ -48,8 +48,9 @@ MAX_TOP_K = 20
 MAX_SAMPLES = 256
 MAX_STEPS = 100
 MAX_SEED = 2**32 - 1
-DENSITY_RESOLUTION_DEG = (5.0, 20.0)  # the flow's heatmap: 5 degrees is 2,592 likelihood solves (~10 s here); the
-# other geolocators' kernel densities are drawn at KERNEL_HEAT_DEG whatever this option
+HEAT_RESOLUTIONS = [1, 2, 3, 5, 10, 15, 20]  # choices of the app (degrees dividing 180)
+DENSITY_RESOLUTION_DEG = (1.0, 20.0)  # the flow's heatmap (solved near its samples only: flow_heat_grid); the other
+# geolocators' kernel densities are drawn at KERNEL_HEAT_DEG whatever this option
 MAX_SAMPLE_STEPS = 64 * 64  # samples x steps of one request: caps what one visitor holds the queue for (~5 s)
 TEXT_RESOLUTION_DEG = (2.0, 20.0)
 
@@ -61,7 +62,7 @@ class GeolocateOptions:
     top_k: int = 5
     num_samples: int = 32
     num_inference_steps: int = 32
-    density_resolution_deg: float = 10.0
+    density_resolution_deg: float = 2.0
     seed: int = 0
 
     def checked(self) -> GeolocateOptions:
@@ -77,6 +78,8 @@ class GeolocateOptions:
             )
         low, high = DENSITY_RESOLUTION_DEG
         resolution = check_number(self.density_resolution_deg, "density_resolution_deg", low, high)
+        if abs(180 / resolution - round(180 / resolution)) > 1e-6:
+            raise ValueError(f"density_resolution_deg must divide 180 (e.g. 1, 2, 3, 5, 10), got {resolution:g}")
         seed = check_int(self.seed, "seed", 0, MAX_SEED)
         return GeolocateOptions(top_k, samples, steps, resolution, seed)
 
@@ -87,6 +90,30 @@ def unavailable(store: ModelStore, geolocator: str) -> str | None:
         return f"unknown geolocator {geolocator!r}; choose one of {list(GEOLOCATORS)}"
     errors = [store.error(name) for name in GEOLOCATORS[geolocator]]
     return "; ".join(e for e in errors if e) or None
+
+
+FLOW_HEAT_RADIUS_KM = 1500.0  # the flow's heatmap solves the cells within this distance of one of its samples
+MAX_FLOW_HEAT_CELLS = 2500  # and at most this many (the nearest to the samples): ~1 s of solves here
+
+
+def flow_heat_grid(flow, feats: torch.Tensor, samples: torch.Tensor, resolution_deg: float):
+    """The flow's exact log-density on a ``resolution_deg`` grid where it matters: the cells within
+    ``FLOW_HEAT_RADIUS_KM`` of one of the flow's own samples (nearest first, at most ``MAX_FLOW_HEAT_CELLS``) are
+    solved; the rest stay NaN (not drawn). A full grid is one likelihood solve per cell (3 degrees: 7,200 solves,
+    ~20 s here); the samples show where the mass is, so the cells skipped are the density's far tail
+    (bench/README.md "Every geolocator's density": measured against the full grid). Tolerance 1e-3: the heatmap
+    is for the eye (cells move by ~3% of the colour range against 1e-4, at 2.4x less cost)."""
+    from geo_models.sphere.density import DensityGrid, density_grid_points
+
+    lats, lons, pts = density_grid_points(resolution_deg)
+    distance = haversine_km(pts[:, None].double(), samples[0][None].double()).min(dim=1).values
+    order = torch.argsort(distance)[:MAX_FLOW_HEAT_CELLS]
+    solve = order[distance[order] <= FLOW_HEAT_RADIUS_KM]
+    if len(solve) == 0:
+        solve = order[:1]
+    log_density = torch.full((len(pts),), float("nan"))
+    log_density[solve] = flow.log_prob(pts[solve][None], image_embeddings=feats, atol=1e-3, rtol=1e-3)[0].float()
+    return DensityGrid(lats, lons, log_density.view(1, len(lats), len(lons)))
 
 
 KERNEL_HEAT_DEG = 3.0  # GeoCLIP / LocDiff / LocDiff-H heatmaps: their kernel densities on a 3-degree grid (~10 ms)
@@ -145,10 +172,7 @@ def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
         pred = flow.predict(image_embeddings=feats, num_samples=s, num_inference_steps=steps, top_k=k,
                             generator=gen, **tol)  # fmt: skip
         out["samples"] = pred.extras["samples"][0]
-        # The heatmap is for the eye: at tolerance 1e-3 its cells move by ~3% of the colour range (0.7 of ~21 nats on
-        # the starter model) and it costs 2.4x less than at 1e-4 (bench/README.md, demo hub under load).
-        res = float(opt.density_resolution_deg)
-        out["heat"] = _heat(flow.density_grid(image_embeddings=feats, resolution_deg=res, atol=1e-3, rtol=1e-3))
+        out["heat"] = _heat(flow_heat_grid(flow, feats, pred.extras["samples"], opt.density_resolution_deg))
     else:
         raise ValueError(f"unknown geolocator {geolocator!r}; choose one of {list(GEOLOCATORS)}")
     out["latlon"], out["candidates"], out["scores"] = pred.latlon[0], pred.candidates[0], pred.scores[0]

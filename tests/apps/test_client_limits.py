@@ -101,7 +101,8 @@ def test_forwarded_for_only_behind_a_trusted_proxy():
         ("top_k", None),
         ("num_samples", 10**400),
         ("num_inference_steps", 1000),
-        ("density_resolution_deg", 1.0),
+        ("density_resolution_deg", 0.5),
+        ("density_resolution_deg", 7.0),  # does not divide 180
         ("density_resolution_deg", float("inf")),
     ],
 )
