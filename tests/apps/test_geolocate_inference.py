@@ -93,3 +93,24 @@ def test_compare_runs_every_geolocator_with_its_region(store, photo_path):
     assert all(f"{g}: 90% region" in names and f"{g}: best guess" in names for g in GEOLOCATORS)
     json.dumps(result)
     assert len(fig.to_json()) < 300_000
+
+
+def test_flow_heatmap_is_solved_near_the_samples_only(store):
+    """The flow's heatmap solves the cells within 1,500 km of its samples (the rest NaN, not drawn), with the values
+    of the full grid there (issue 18: a full 3-degree grid is 7,200 solves)."""
+    import torch
+
+    from apps.geolocate.inference import FLOW_HEAT_RADIUS_KM, flow_heat_grid
+    from geo_models.sphere import haversine_km
+    from geo_models.sphere.density import density_grid_points
+
+    flow = store.get("sphere_flow")
+    feats = torch.randn(1, 32, generator=torch.Generator().manual_seed(0))
+    samples = torch.tensor([[[48.85, 2.35], [45.76, 4.84]]])
+    grid = flow_heat_grid(flow, feats, samples, 10.0)
+    solved = ~torch.isnan(grid.log_density[0].flatten())
+    _, _, pts = density_grid_points(10.0)
+    near = haversine_km(pts[:, None].double(), samples[0][None].double()).min(dim=1).values <= FLOW_HEAT_RADIUS_KM
+    assert torch.equal(solved, near) and 0 < int(solved.sum()) < len(pts) // 10
+    full = flow.density_grid(image_embeddings=feats, resolution_deg=10.0, atol=1e-3, rtol=1e-3).log_density[0]
+    assert torch.allclose(grid.log_density[0].flatten()[solved], full.flatten()[solved], atol=0.05)
