@@ -94,19 +94,25 @@ def unavailable(store: ModelStore, geolocator: str) -> str | None:
 
 FLOW_HEAT_RADIUS_KM = 1500.0  # the flow's heatmap solves the cells within this distance of one of its samples
 MAX_FLOW_HEAT_CELLS = 2500  # and at most this many (the nearest to the samples): ~1 s of solves here
+UNGUIDED_ANCHORS = 64  # unguided samples that mark where the heatmap's (unguided) density has its mass
 
 
 def flow_heat_grid(flow, feats: torch.Tensor, samples: torch.Tensor, resolution_deg: float):
     """The flow's exact log-density on a ``resolution_deg`` grid where it matters: the cells within
-    ``FLOW_HEAT_RADIUS_KM`` of one of the flow's own samples (nearest first, at most ``MAX_FLOW_HEAT_CELLS``) are
-    solved; the rest stay NaN (not drawn). A full grid is one likelihood solve per cell (3 degrees: 7,200 solves,
-    ~20 s here); the samples show where the mass is, so the cells skipped are the density's far tail
-    (bench/README.md "Every geolocator's density": measured against the full grid). Tolerance 1e-3: the heatmap
-    is for the eye (cells move by ~3% of the colour range against 1e-4, at 2.4x less cost)."""
+    ``FLOW_HEAT_RADIUS_KM`` of one of the answer's samples or of ``UNGUIDED_ANCHORS`` unguided samples (nearest
+    first, at most ``MAX_FLOW_HEAT_CELLS``) are solved; the rest stay NaN (not drawn). A full grid is one likelihood
+    solve per cell (3 degrees: 7,200 solves, ~20 s here at tolerance 1e-3); the samples show where the mass is
+    (bench/README.md "Every geolocator's density": the mass the solved cells hold, against the full grid).
+    Tolerance 1e-3: the heatmap is for the eye (cells move by ~3% of the colour range against 1e-4)."""
     from geo_models.sphere.density import DensityGrid, density_grid_points
 
     lats, lons, pts = density_grid_points(resolution_deg)
-    distance = haversine_km(pts[:, None].double(), samples[0][None].double()).min(dim=1).values
+    # the heatmap is the unguided density: its own samples (cheap: a few Euler steps, no likelihood) find its modes,
+    # which the guided samples of the answer can miss
+    unguided = flow.sample(image_embeddings=feats, num_samples=UNGUIDED_ANCHORS, num_inference_steps=16,
+                           guidance_scale=0.0, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    anchors = torch.cat([samples[0], unguided[0]]).double()
+    distance = haversine_km(pts[:, None].double(), anchors[None]).min(dim=1).values
     order = torch.argsort(distance)[:MAX_FLOW_HEAT_CELLS]
     solve = order[distance[order] <= FLOW_HEAT_RADIUS_KM]
     if len(solve) == 0:

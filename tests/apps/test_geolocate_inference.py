@@ -96,8 +96,8 @@ def test_compare_runs_every_geolocator_with_its_region(store, photo_path):
 
 
 def test_flow_heatmap_is_solved_near_the_samples_only(store):
-    """The flow's heatmap solves the cells within 1,500 km of its samples (the rest NaN, not drawn), with the values
-    of the full grid there (issue 18: a full 3-degree grid is 7,200 solves)."""
+    """The flow's heatmap solves the cells within 1,500 km of its samples (and of its own unguided samples; the rest
+    NaN, not drawn), with the values of the full grid there (issue 18: a full 3-degree grid is 7,200 solves)."""
     import torch
 
     from apps.geolocate.inference import FLOW_HEAT_RADIUS_KM, flow_heat_grid
@@ -111,6 +111,6 @@ def test_flow_heatmap_is_solved_near_the_samples_only(store):
     solved = ~torch.isnan(grid.log_density[0].flatten())
     _, _, pts = density_grid_points(10.0)
     near = haversine_km(pts[:, None].double(), samples[0][None].double()).min(dim=1).values <= FLOW_HEAT_RADIUS_KM
-    assert torch.equal(solved, near) and 0 < int(solved.sum()) < len(pts) // 10
+    assert bool((solved | ~near).all()) and 0 < int(solved.sum()) < len(pts)
     full = flow.density_grid(image_embeddings=feats, resolution_deg=10.0, atol=1e-3, rtol=1e-3).log_density[0]
     assert torch.allclose(grid.log_density[0].flatten()[solved], full.flatten()[solved], atol=0.05)
