@@ -21,6 +21,7 @@ from apps.common.coastlines import load_coastlines
 LAND_LINE = "#1f3b57"
 TEXT_COLOR = "#7d8a97"  # axis labels, legend and colour bar: legible on white and on a dark page
 COLORS = {"candidates": "#d62728", "best": "#8b0000", "samples": "#ff7f0e", "true": "#2ca02c"}
+HEAT_RANGE_NATS = 8.0  # cells more than this below the densest one (e^-8 ~ 3e-4 of its density) are not drawn
 HEAT_CELL_DEG = 3.0  # the heatmap's cells are at least this coarse: fine enough to read, light to send
 MIN_REGION_DEG = 1.0  # the regional view spans at least this many degrees of latitude
 REGION_ASPECT = 1.6  # the regional view is at least this much wider than tall, on screen
@@ -81,6 +82,8 @@ def _heatmap(heat: dict, box: tuple[float, float, float, float] | None = None) -
         cols = (lons + half_lon >= lon0) & (lons - half_lon <= lon1)
         if rows.any() and cols.any():
             values, lats, lons = values[rows][:, cols], lats[rows], lons[cols]
+    if np.isfinite(values).any():  # the far tail is left transparent: the map stays readable under a density
+        values = np.where(values >= np.nanmax(values) - HEAT_RANGE_NATS, values, np.nan)
     colorbar = dict(title=dict(text=heat.get("title", ""), side="right"), len=0.8, thickness=12)
     # cell centres as a start and a step: with one row or column in a small region, plotly cannot infer the cell
     # size from x/y arrays and draws nothing
