@@ -233,6 +233,17 @@ def _forward_is_loss(accelerator):
     return compute_loss
 
 
+def describe_training_data(train_data) -> str:
+    """How a model card names its training data: a local folder or file by its name (a card is published: a path
+    on the machine that trained it means nothing on the Hub and leaks its layout), anything else (a Hub dataset id,
+    a shard pattern) as given."""
+    text = str(train_data)
+    path = Path(text).expanduser()
+    if path.exists():
+        return f"`{path.resolve().name}` (a local dataset)"
+    return text
+
+
 def finish_run(
     run: Run,
     save: Any,
@@ -260,7 +271,8 @@ def finish_run(
             metrics = evaluate(args.validation_data)
             write_json_atomic(output_dir / "eval_results.json", metrics)
             logger.info("validation: %s", metrics)
-        card_kwargs = {"training_data": str(args.train_data)} if getattr(args, "train_data", None) else {}
+        train_data = getattr(args, "train_data", None)
+        card_kwargs = {"training_data": describe_training_data(train_data)} if train_data else {}
         card_kwargs.update(card or {})
         if metrics:
             card_kwargs["metrics"] = {k: v for k, v in metrics.items() if k != "n"}

@@ -130,3 +130,18 @@ def test_starter_mesh_is_an_upright_coloured_glb():
     mesh = trimesh.load(path, force="mesh")
     assert 100 < len(mesh.faces) <= 20000 and mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
     assert (STARTER / "landmark3d" / "turntable.png").is_file() and (STARTER / "landmark3d" / "README.md").is_file()
+
+
+def test_no_shipped_starter_file_holds_a_local_path():
+    """Cards, configs and code under apps/starter are published (Spaces, the Hub): none may name a path of the machine
+    that built them (issue 19: the cards said "Trained on /work/main/outputs/...")."""
+    import re
+
+    starter = Path(__file__).resolve().parents[2] / "apps" / "starter"
+    local = re.compile(r"(?<![\w.:/])/(?:work|home|tmp|root|Users|mnt|private|var/folders)/")
+    found = []
+    for path in starter.rglob("*"):
+        if path.is_file() and path.suffix in {".md", ".json", ".py", ".txt", ".csv", ".yaml", ".cfg"}:
+            text = path.read_text(errors="ignore")
+            found += [f"{path.relative_to(starter)}: {m.group(0)}" for m in local.finditer(text)]
+    assert not found, found

@@ -155,7 +155,8 @@ def test_finish_run_evaluates_saves_with_card_and_pushes(embedding_parquet, tmp_
     metrics = finish_run(run, save, evaluate=lambda path: {"n": 48, "acc": 0.5}, what="toy")
     assert metrics == {"n": 48, "acc": 0.5}
     assert json.loads((tmp_path / "eval_results.json").read_text()) == metrics
-    assert saved == {"training_data": str(embedding_parquet), "metrics": {"acc": 0.5}}
+    # the card names the local dataset by its name: no path of the machine that trained it (issue 19)
+    assert saved == {"training_data": f"`{embedding_parquet.name}` (a local dataset)", "metrics": {"acc": 0.5}}
     from huggingface_hub import HfApi
 
     files = HfApi().list_repo_files("me/toy")
