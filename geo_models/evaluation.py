@@ -408,13 +408,15 @@ def evaluate_geolocation(
             trues.append(latlon.float())
             candidates.extend(json.dumps(r) for r in pred.to_records())
             names.extend(file_names if file_names is not None else [None] * len(latlon))
+            lp = None
             if accumulator is not None:
                 found = batch_density_samples(model, inputs, latlon.to(device), calibration_samples)
                 if found is None:
                     raise EvaluationInputError("calibration", f"calibration: {name} cannot embed these images")
                 accumulator.add_samples(found[1], found[0])
+                lp = found[0]  # the truth's log-densities: the NLL's too (a LocDiff density samples again otherwise)
             if nll_ok:
-                lp = batch_log_prob(model, inputs, latlon.to(device))
+                lp = batch_log_prob(model, inputs, latlon.to(device)) if lp is None else lp
                 if lp is None:
                     warnings.warn(f"{name}.log_prob needs image_embeddings; no nll for image data", stacklevel=2)
                     nll_ok = False

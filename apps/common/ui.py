@@ -72,18 +72,29 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except gr.Error as err:
-            logger.info("%s: user error: %s", fn.__name__, err.message)
+            _report(fn, err)
             raise
-        except ValueError as err:
-            logger.info("%s: user error: %s", fn.__name__, err)
-            raise gr.Error(str(err), print_exception=False) from None
         except Exception as err:
-            logger.exception("error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err})", print_exception=False) from None
+            message = _report(fn, err)
+            raise gr.Error(message or f"Something went wrong ({type(err).__name__}: {err})",
+                           print_exception=False) from None  # fmt: skip
         finally:
             collect_request_garbage()
 
     return wrapper
+
+
+def _report(fn, err: BaseException) -> str | None:
+    """Log an event handler's exception: a user's mistake (``gr.Error``, ``ValueError``) as one line, returning its
+    message; anything else with its traceback, returning None. Call it inside the ``except`` block."""
+    if isinstance(err, gr.Error):
+        logger.info("%s: user error: %s", fn.__name__, err.message)
+        return err.message
+    if isinstance(err, ValueError):
+        logger.info("%s: user error: %s", fn.__name__, err)
+        return str(err)
+    logger.exception("error in %s", fn.__name__)
+    return None
 
 
 def error_markdown(message: str) -> str:
@@ -103,15 +114,8 @@ def inline_errors(num_outputs: int):
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except gr.Error as err:
-                logger.info("%s: user error: %s", fn.__name__, err.message)
-                message = err.message
-            except ValueError as err:
-                logger.info("%s: user error: %s", fn.__name__, err)
-                message = str(err)
             except Exception as err:
-                logger.exception("error in %s", fn.__name__)
-                message = f"something went wrong ({type(err).__name__}: {err})"
+                message = _report(fn, err) or f"something went wrong ({type(err).__name__}: {err})"
             finally:
                 collect_request_garbage()
             if num_outputs == 1:

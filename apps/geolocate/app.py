@@ -90,14 +90,19 @@ def example_sets() -> list[tuple[str, list[str], list[str]]]:
     return sets
 
 
-def locate_file(store: ModelStore, path, geolocator: str, options: GeolocateOptions, on_stage=None):
-    """Check and load an uploaded photo (EXIF GPS = true location) and geolocate it -> (maps, table, result)."""
+def load_upload(store: ModelStore, path):
+    """The uploaded photo (or a ``RejectedUpload``'s reason as a ``ValueError``) -> ``(image, EXIF GPS, note)``."""
     if isinstance(path, RejectedUpload):
         path.raise_error()
     if not path:
         raise ValueError("upload a photo (or pick an example) first")
     s = store.settings
-    image, gps, note = load_photo(path, max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)
+    return load_photo(path, max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)
+
+
+def locate_file(store: ModelStore, path, geolocator: str, options: GeolocateOptions, on_stage=None):
+    """Check and load an uploaded photo (EXIF GPS = true location) and geolocate it -> (maps, table, result)."""
+    image, gps, note = load_upload(store, path)
     maps, table, result = geolocate(store, image, geolocator, options, true_latlon=gps, on_stage=on_stage)
     if note:
         result["exif_note"] = note
@@ -180,12 +185,7 @@ def create_demo(store: ModelStore) -> gr.Blocks:
         return "", summary_markdown(result), fitted_table(table), maps["world"], maps["region"], result
 
     def compare_file(path, top_k, num_samples, steps, resolution, seed, on_stage=None):
-        if isinstance(path, RejectedUpload):
-            path.raise_error()
-        if not path:
-            raise ValueError("upload a photo (or pick an example) first")
-        s = store.settings
-        image, gps, _ = load_photo(path, max_megapixels=s.max_megapixels, max_file_mb=s.max_file_mb)
+        image, gps, _ = load_upload(store, path)
         return compare(store, image, options(top_k, num_samples, steps, resolution, seed), true_latlon=gps,
                        on_stage=on_stage)  # fmt: skip
 
