@@ -6,14 +6,15 @@ each paper's own point estimate.
 
 Models: the starter GeoCLIP, LocDiff (and LocDiff-H: GeoCLIP within 200 km of LocDiff's samples) and sphere flow of
 ``apps/starter/``, and a kNN-1 baseline whose memory is the 20K training embeddings. Data: procedural world photos
-(``bench/procedural_embeddings.py``: 20K train, seed 0; 2K test, seed 1) through the frozen procedural-clip backbone;
-the first ``--num_val`` test embeddings fit each kernel's concentration (``fit_density``), the next ``--num_eval``
-are scored. The highest-density regions come from each model's own samples and their log-densities (Hyndman's
-sample quantiles, :meth:`CalibrationAccumulator.add_samples`): ``--samples`` draws of each kernel mixture (GeoCLIP,
-kNN, LocDiff, LocDiff-H), ``--flow_samples`` unguided samples of the flow with exact likelihoods, on its first
-``--flow_eval`` images (each is a likelihood solve). The flow's normalisation is exact by construction (its
-integral on a 1-degree grid is checked on a tiny model in ``tests/test_flow_likelihood.py``: a grid of the starter
-flow's sharp density needs 64,800 solves per image, minutes here).
+(``bench/procedural_embeddings.py``: 20K train, seed 0; 2K test, seed 1; ``--num_val`` validation photos, seed 2)
+through the frozen procedural-clip backbone; the validation photos fit each kernel (``fit_kernel``: maximum
+likelihood, or with ``--calibrate`` the likely kernel whose regions cover the validation truths at nominal rates),
+the first ``--num_eval`` test photos are scored. The highest-density regions come from each model's own samples and
+their log-densities (Hyndman's sample quantiles, :meth:`CalibrationAccumulator.add_samples`): ``--samples`` draws of
+each kernel mixture (GeoCLIP, kNN, LocDiff, LocDiff-H), ``--flow_samples`` unguided samples of the flow with exact
+likelihoods, on its first ``--flow_eval`` images (each is a likelihood solve). The flow's normalisation is exact by
+construction (its integral on a 1-degree grid is checked on a tiny model in ``tests/test_flow_likelihood.py``: a grid
+of the starter flow's sharp density needs 64,800 solves per image, minutes here).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", default="outputs/density_bench")
     p.add_argument("--starter_dir", default="apps/starter")
     p.add_argument("--num_val", type=int, default=1000)
-    p.add_argument("--num_eval", type=int, default=1000)
+    p.add_argument("--num_eval", type=int, default=2000)
+    p.add_argument("--calibrate", action="store_true", help="fit the kernels for coverage (fit_kernel(calibrate=))")
     p.add_argument("--samples", type=int, default=256, help="samples per image that place the regions")
     p.add_argument("--locdiff_steps", type=int, default=50)
     p.add_argument("--flow_eval", type=int, default=200)
@@ -68,15 +70,14 @@ def main(argv=None) -> dict:
     from geo_models.flow import SphereFlowPipeline
     from geo_models.geoclip import GeoCLIP
     from geo_models.locdiff.pipeline import LocDiffPipeline
-    from geo_models.sphere.density import fit_kernel
+    from geo_models.sphere.kernel_fit import fit_kernel
 
     # 1. Data and models
-    paths = world_embeddings(REPO / args.data_dir)
+    paths = world_embeddings(REPO / args.data_dir, num_val=args.num_val)
     train_x, train_y, _ = read_embedding_parquet(paths["train"])
     test_x, test_y, _ = read_embedding_parquet(paths["test"])
-    val_x, val_y = test_x[: args.num_val], test_y[: args.num_val]
-    scored = slice(args.num_val, args.num_val + args.num_eval)
-    ev_x, ev_y = test_x[scored], test_y[scored]
+    val_x, val_y, _ = read_embedding_parquet(paths["val"])
+    ev_x, ev_y = test_x[: args.num_eval], test_y[: args.num_eval]
     starter = REPO / args.starter_dir
     geoclip = GeoCLIP.from_pretrained(starter / "geoclip").eval()
     locdiff = LocDiffPipeline.from_pretrained(starter / "locdiff")
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
         start = time.perf_counter()
         parts = [components(val_x[s]) for s in chunks(len(val_x))]
         centres, weights = torch.cat([c for c, _ in parts]).double(), torch.cat([w for _, w in parts]).double()
-        kernel = fit_kernel(centres, weights, val_y)
+        kernel = fit_kernel(centres, weights, val_y, calibrate=args.calibrate)
         acc, modes, integrals = CalibrationAccumulator(), [], []
         generator = torch.Generator().manual_seed(0)
         for s in chunks(len(ev_x)):
@@ -115,6 +116,7 @@ def main(argv=None) -> dict:
         results[name] = {
             "kernel": kernel.to_dict(),
             "kernel_km": 6371.0088 / kernel.kappa**0.5,
+            "floor_km": 6371.0088 / kernel.floor_kappa**0.5 if kernel.floor_kappa else None,
             **acc.metrics(),
             "integral_1deg_min": min(integrals),
             "integral_1deg_max": max(integrals),

@@ -29,8 +29,10 @@ def world_embeddings(
     backbone: str = "procedural-clip",
     pretrained: str | None = "procedural",
     landmark_fraction: float = 0.0,
+    num_val: int = 0,
 ) -> dict[str, Path]:
-    """Paths ``train``/``test`` (embedding parquet folders) and ``train_images``/``test_images`` (imagefolders).
+    """Paths ``train``/``test`` (embedding parquet folders) and ``train_images``/``test_images`` (imagefolders);
+    with ``num_val > 0`` also ``val``/``val_images`` (a third seed: held-out data to fit or select on).
 
     ``pretrained=None`` or ``"none"``: the backbone's architecture with random weights (seed 0), i.e. features that
     were never trained on geography. ``landmark_fraction > 0``: that fraction of the photos are taken at the fixed
@@ -41,7 +43,8 @@ def world_embeddings(
     weights = ["--allow_random_weights"] if random_weights else ["--pretrained", pretrained]
     features = f"{backbone}-random" if random_weights else backbone
     out = {}
-    for split, n, seed in [("train", num_train, 0), ("test", num_test, 1)]:
+    splits = [("train", num_train, 0), ("test", num_test, 1)] + ([("val", num_val, 2)] if num_val else [])
+    for split, n, seed in splits:
         world = f"world_lm{round(landmark_fraction * 100)}" if landmark_fraction else "world"
         images, emb = data_dir / f"{world}_{split}_{n}", data_dir / f"{world}_{split}_{n}_{features}"
         if not (images / "metadata.csv").exists():

@@ -18,7 +18,8 @@ import torch
 
 from geo_models.checks import check_int
 from geo_models.sphere import check_latlon
-from geo_models.sphere.density import DensityGrid, DensityKernel, KernelMixture, fit_kernel, kappa_for_km
+from geo_models.sphere.density import DensityGrid, DensityKernel, KernelMixture, kappa_for_km
+from geo_models.sphere.kernel_fit import fit_kernel
 
 DEFAULT_KERNEL_KM = 250.0  # the kernel of a model whose density was never fitted (fit_density replaces it)
 

@@ -40,6 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--queue_size", type=int, default=4096)
     p.add_argument("--positive_noise_km", type=float, default=0.15)
     p.add_argument("--queue_noise_km", type=float, default=1.0)
+    p.add_argument(
+        "--haversine_smoothing_km", type=float, default=0.0,
+        help="soft targets softmax(-distance / tau) over batch + queue (PIGEON's haversine smoothing; 0: the paper's "
+        "one-hot targets)",
+    )  # fmt: skip
     # optimisation: Adam (lr 3e-5, weight decay 1e-6), the lr times --lr_decay once per epoch, batch 512
     training.add_optim_args(
         p, train_batch_size=512, learning_rate=3e-5, num_train_epochs=10, lr_scheduler="step_decay",
@@ -47,13 +52,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         lr_scheduler_help="step_decay (the paper's: times --lr_decay once per epoch) or a get_scheduler name",
     )  # fmt: skip
     p.add_argument("--lr_decay", type=float, default=0.87, help="--lr_scheduler step_decay: lr factor per epoch")
+    p.add_argument("--ema_decay", type=float, default=0.0, help="EMA of the weights, saved and validated (0: none)")
     training.add_run_args(p)
     p.add_argument("--gallery_max_points", type=int, default=100_000, help="training coordinates kept as gallery")
     training.add_hub_args(p)
     args = p.parse_args(argv)
     training.check_args(p, args, positive=("gallery_max_points",), non_negative=("validation_steps",))
-    training.check_args(p, args, non_negative=("queue_size", "positive_noise_km", "queue_noise_km"))
+    noises = ("positive_noise_km", "queue_noise_km", "haversine_smoothing_km")
+    training.check_args(p, args, non_negative=("queue_size", *noises))
     training.check_data_args(p, args)
+    if not 0 <= args.ema_decay < 1:
+        p.error(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
     return args
 
 
@@ -120,7 +129,10 @@ def main(argv=None) -> GeoCLIP:
     def loss(model, features, latlon, generator):
         num_views = len(features) // len(latlon)
         noise = {"positive_noise_km": args.positive_noise_km, "queue_noise_km": args.queue_noise_km}
-        return contrastive_step_loss(model.geoclip, features, latlon, queue, num_views=num_views, **noise)
+        return contrastive_step_loss(
+            model.geoclip, features, latlon, queue, num_views=num_views, smoothing_km=args.haversine_smoothing_km,
+            **noise,
+        )  # fmt: skip
 
     def enqueue(step, batches):  # every process keeps the same queue
         for _, latlon in batches:
@@ -150,6 +162,8 @@ def main(argv=None) -> GeoCLIP:
         optimizer=adam(args),
         lr_scheduler=step_decay(args, source, run.world) if args.lr_scheduler == "step_decay" else None,
         state=[queue],
+        ema=geoclip,
+        ema_decay=args.ema_decay,
         after_step=enqueue,
         extra_logs=lambda: {"temperature": 1 / geoclip.logit_scale.exp().item()},
         validate=validate,

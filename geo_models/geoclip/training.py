@@ -4,6 +4,12 @@ code omits: Gaussian GPS noise on positives (sigma_eta = 150 m) and on the dynam
 For image i (each of its P augmented views) the positives and negatives are the batch GPS G^B (noised) and the queue
 Q of the S most recent training coordinates (noised more): ``loss = CE(exp(t) * <V(I_i), L([G^B; Q])>, i)``.
 After each step the queue replaces its oldest rows with the batch GPS ('dynamic queue').
+
+Optional, not in the GeoCLIP paper: **haversine label smoothing** (PIGEON, Haas et al., CVPR 2024, sec. 3.3 "Haversine
+smoothing"): the one-hot target of eq. 5 becomes ``softmax_j(-d(g_i, c_j) / tau)`` over the candidate locations c_j
+(batch and queue), so a candidate 5 km from the truth is not pushed away as hard as one on another continent. With
+``tau -> 0`` it is the paper's loss. On features that already separate regions this keeps the coarse structure the
+one-hot loss overfits away (bench/README.md "GeoCLIP learning").
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geo_models.sphere import destination
+from geo_models.sphere import destination, haversine_km
 
 
 class GPSQueue(nn.Module):
@@ -52,18 +58,31 @@ def gps_noise(latlon: torch.Tensor, sigma_km: float, *, generator: torch.Generat
     return destination(latlon.detach().double().cpu(), bearing, distance).to(latlon)
 
 
-def geoclip_loss(logits: torch.Tensor, num_views: int = 1) -> torch.Tensor:
+def geoclip_loss(
+    logits: torch.Tensor, num_views: int = 1, *, distances_km: torch.Tensor | None = None, smoothing_km: float = 0.0
+) -> torch.Tensor:
     """Contrastive loss of eq. 5: cross-entropy of each view against its own GPS among batch + queue locations.
 
     Args:
         logits: ``(P * B, B + S)`` scaled similarities of the P views of B images (view-major: all images' first
             view, then the second...) with the B batch locations followed by the S queue locations.
         num_views: P.
+        distances_km: ``(B, B + S)`` great-circle distances from each image's true location to the candidates;
+            needed when ``smoothing_km > 0``.
+        smoothing_km: haversine label smoothing's ``tau`` (PIGEON): soft targets ``softmax(-distances_km / tau)``;
+            0 gives the paper's one-hot targets.
     """
     batch = logits.shape[0] // num_views
     if batch * num_views != logits.shape[0] or logits.shape[1] < batch:
         raise ValueError(f"logits must have shape (P * B, B + S), got {tuple(logits.shape)} with P={num_views}")
-    targets = torch.arange(batch, device=logits.device).repeat(num_views)
+    if smoothing_km < 0:
+        raise ValueError(f"smoothing_km must be >= 0, got {smoothing_km}")
+    if smoothing_km == 0:
+        targets = torch.arange(batch, device=logits.device).repeat(num_views)
+        return F.cross_entropy(logits, targets)
+    if distances_km is None or distances_km.shape != (batch, logits.shape[1]):
+        raise ValueError(f"smoothing_km > 0 needs distances_km of shape {(batch, logits.shape[1])}")
+    targets = torch.softmax(-distances_km.to(logits) / smoothing_km, dim=-1).repeat(num_views, 1)
     return F.cross_entropy(logits, targets)
 
 
@@ -76,10 +95,14 @@ def contrastive_step_loss(
     num_views: int = 1,
     positive_noise_km: float = 0.15,
     queue_noise_km: float = 1.0,
+    smoothing_km: float = 0.0,
 ) -> torch.Tensor:
     """One step's loss for a :class:`GeoCLIP` (or its DDP wrapper) on features ``(P * B, D)`` and GPS ``(B, 2)``.
 
-    Goes through ``model(...)`` (the forward) so distributed wrappers synchronise gradients.
+    Goes through ``model(...)`` (the forward) so distributed wrappers synchronise gradients. ``smoothing_km > 0``:
+    haversine label smoothing (see the module docstring) against the noised candidates.
     """
     gps = torch.cat([gps_noise(latlon, positive_noise_km), gps_noise(queue.latlon, queue_noise_km)])
-    return geoclip_loss(model(image_embeddings, gps), num_views)
+    distances = haversine_km(latlon[:, None, :], gps[None, :, :]) if smoothing_km > 0 else None
+    logits = model(image_embeddings, gps)
+    return geoclip_loss(logits, num_views, distances_km=distances, smoothing_km=smoothing_km)

@@ -6,8 +6,8 @@
   geolocator implies once each of its weighted points is spread by a spherical kernel (GeoCLIP's gallery softmax,
   LocDiff's samples, kNN's neighbours; issue 18). Weights that do not sum to 1 leave ``w_0 = 1 - sum_j w_j`` spread
   uniformly over the sphere (e.g. the gallery's mass beyond the components kept), so it is always a density.
-- :class:`DensityKernel` / :func:`fit_kernel`: how the points become a density (the kernel's concentration, a
-  temperature on the weights, a uniform floor for misses), fitted by maximum likelihood on held-out true locations.
+- :class:`DensityKernel`: how the points become a density (the kernel's concentration, a temperature on the
+  weights, a uniform or broad floor for misses); :mod:`geo_models.sphere.kernel_fit` fits it on held-out truths.
 
 Densities are w.r.t. area on the unit sphere (nats; the uniform density is ``1 / (4 pi)``), as the flow's.
 """
@@ -29,7 +29,6 @@ __all__ = [
     "DensityKernel",
     "KernelMixture",
     "density_grid_points",
-    "fit_kernel",
     "kappa_for_km",
     "temper",
     "vmf_log_kernel",
@@ -93,17 +92,17 @@ def vmf_log_kernel(cos_angle: torch.Tensor, kappa: float | torch.Tensor) -> torc
 
 @dataclass
 class KernelMixture:
-    """``p(x) = sum_j w_j vMF(x; mu_j, kappa) + (1 - sum_j w_j) / (4 pi)`` per image.
+    """``p(x) = sum_j w_j vMF(x; mu_j, kappa_j) + (1 - sum_j w_j) / (4 pi)`` per image.
 
     Args:
         centres: ``(N, M, 2)`` latlon of the components (degrees).
         weights: ``(N, M)`` non-negative, summing to at most 1 per row (within 1e-4; rows above 1 are rescaled).
-        kappa: the kernels' concentration (one for all).
+        kappa: the kernels' concentration: one for all, or an ``(M,)`` tensor (one per component).
     """
 
     centres: torch.Tensor
     weights: torch.Tensor
-    kappa: float
+    kappa: float | torch.Tensor
 
     def __post_init__(self):
         centres = check_latlon(self.centres, "centres")
@@ -116,7 +115,13 @@ class KernelMixture:
         total = weights.sum(dim=1, keepdim=True)
         self.weights = torch.where(total > 1, weights / total, weights)
         self.centres = centres.double()
-        self.kappa = check_number(self.kappa, "kappa", *KAPPA_RANGE)
+        if isinstance(self.kappa, torch.Tensor) and self.kappa.numel() > 1:
+            kappa = self.kappa.double().reshape(-1)
+            if len(kappa) != centres.shape[1] or not ((kappa >= KAPPA_RANGE[0]) & (kappa <= KAPPA_RANGE[1])).all():
+                raise ValueError(f"kappa must be one number or {centres.shape[1]} numbers in {list(KAPPA_RANGE)}")
+            self.kappa = kappa
+        else:
+            self.kappa = check_number(float(self.kappa), "kappa", *KAPPA_RANGE)
         self._xyz = latlon_to_xyz(self.centres)  # (N, M, 3)
 
     @property
@@ -160,7 +165,8 @@ class KernelMixture:
         probs = torch.cat([self.weights, self.uniform_weight[:, None]], dim=1).clamp_min(0)
         pick = torch.multinomial(probs, int(num_samples), replacement=True, generator=generator)  # (N, S)
         centre = self._xyz[torch.arange(n)[:, None], pick.clamp(max=m - 1)]  # (N, S, 3)
-        kappa = torch.tensor(self.kappa, dtype=centre.dtype)
+        kappa = torch.as_tensor(self.kappa, dtype=centre.dtype)
+        kappa = kappa[pick.clamp(max=m - 1)] if kappa.ndim else kappa
         xyz = von_mises_fisher_xyz(centre, kappa, 1, generator=generator)[..., 0, :]
         uniform = uniform_sphere_xyz(n * int(num_samples), generator=generator, dtype=xyz.dtype).view_as(xyz)
         return xyz_to_latlon(torch.where((pick == m)[..., None], uniform, xyz))
@@ -183,70 +189,48 @@ def temper(weights: torch.Tensor, power: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DensityKernel:
-    """How a geolocator's weighted points become its density: weights tempered by ``power``, a ``floor`` of the
-    mass spread uniformly (the model's misses), each point spread by a vMF of concentration ``kappa``:
-    ``p(x) = (1 - floor) sum_j temper(w)_j vMF(x; mu_j, kappa) + (floor + the weights' own remainder) / (4 pi)``."""
+    """How a geolocator's weighted points become its density: weights tempered by ``power``, each point spread by a
+    vMF of concentration ``kappa``, and a ``floor`` of the mass for the model's misses, spread uniformly
+    (``floor_kappa = 0``) or by a broad vMF of concentration ``floor_kappa`` around the same points (misses land
+    near the model's guesses more often than on the far side of the Earth):
+    ``p(x) = (1 - floor) sum_j w_j vMF(x; mu_j, kappa) + floor sum_j w_j vMF(x; mu_j, floor_kappa)
+    + the weights' own remainder / (4 pi)`` with ``w = temper(weights, power)``."""
 
     kappa: float
     power: float = 1.0
     floor: float = 0.0
+    floor_kappa: float = 0.0
 
     def __post_init__(self):
         check_number(self.kappa, "kappa", *KAPPA_RANGE)
         check_number(self.power, "power", 0.05, 20.0)
         check_number(self.floor, "floor", 0.0, 0.99)
+        if self.floor_kappa:
+            check_number(self.floor_kappa, "floor_kappa", *KAPPA_RANGE)
 
     def mixture(self, centres: torch.Tensor, weights: torch.Tensor) -> KernelMixture:
-        weights = torch.as_tensor(weights, dtype=torch.float64)
-        return KernelMixture(centres, (1 - self.floor) * temper(weights, self.power), self.kappa)
+        weights = temper(torch.as_tensor(weights, dtype=torch.float64), self.power)
+        if not self.floor_kappa:
+            return KernelMixture(centres, (1 - self.floor) * weights, self.kappa)
+        m = weights.shape[1]
+        kappa = torch.tensor([self.kappa] * m + [self.floor_kappa] * m, dtype=torch.float64)
+        both = torch.cat([(1 - self.floor) * weights, self.floor * weights], dim=1)
+        return KernelMixture(torch.cat([centres, centres], dim=1), both, kappa)
 
     def to_dict(self) -> dict[str, float]:
-        return {"kappa": float(self.kappa), "power": float(self.power), "floor": float(self.floor)}
+        out = {"kappa": float(self.kappa), "power": float(self.power), "floor": float(self.floor)}
+        return {**out, "floor_kappa": float(self.floor_kappa)} if self.floor_kappa else out
 
     @classmethod
     def from_dict(cls, config: dict | None, name: str = "density_kernel") -> DensityKernel | None:
-        """``None`` -> ``None``; a dict with ``kappa`` (and optionally ``power``, ``floor``) -> the kernel."""
+        """``None`` -> ``None``; a dict with ``kappa`` (and optionally ``power``, ``floor``, ``floor_kappa``) -> the
+        kernel."""
         if config is None:
             return None
-        if not isinstance(config, dict) or "kappa" not in config or set(config) - {"kappa", "power", "floor"}:
-            raise ValueError(f"{name} must be a dict with kappa (and power, floor), got {config!r}")
+        fields = {"kappa", "power", "floor", "floor_kappa"}
+        if not isinstance(config, dict) or "kappa" not in config or set(config) - fields:
+            raise ValueError(f"{name} must be a dict with kappa (and power, floor, floor_kappa), got {config!r}")
         try:
             return cls(**{k: float(v) for k, v in config.items()})
         except (TypeError, ValueError) as err:
             raise ValueError(f"{name}: {err}") from None
-
-
-POWERS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-FLOORS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4)
-
-
-def fit_kernel(centres: torch.Tensor, weights: torch.Tensor, true_latlon: torch.Tensor, *, steps: int = 40,
-               powers=POWERS, floors=FLOORS) -> DensityKernel:  # fmt: skip
-    """The :class:`DensityKernel` maximising the mean log-likelihood of ``true_latlon (N, 2)`` under the mixtures
-    of ``centres (N, M, 2)`` / ``weights (N, M)``: for each ``power`` and ``floor`` a log-spaced search of kappa
-    over ``KAPPA_RANGE`` (``steps`` points) refined once around its best point. Use held-out data (not the
-    model's training set): there the kernel comes out too sharp and the floor too low."""
-    truth = check_latlon(true_latlon, "true_latlon").double()
-    base = KernelMixture(centres, weights, 1.0)  # checks the inputs once
-    cos = torch.einsum("nd,nmd->nm", latlon_to_xyz(truth), base._xyz).clamp(-1, 1)
-    lo, hi = (math.log(k) for k in KAPPA_RANGE)
-    grid = torch.linspace(lo, hi, steps, dtype=torch.float64)
-    step = (hi - lo) / (steps - 1)
-    best = (-math.inf, None)
-    for power in powers:
-        tempered = temper(base.weights, power)
-        for floor in floors:
-            w = (1 - floor) * tempered
-            log_w, log_u = w.log(), (1 - w.sum(dim=1)).clamp_min(0).log() - LOG_4PI
-
-            def mean_ll(log_kappa: torch.Tensor, log_w=log_w, log_u=log_u) -> torch.Tensor:
-                kappa = log_kappa.exp()[:, None, None]
-                comp = torch.logsumexp(log_w[None] + vmf_log_kernel(cos[None], kappa), dim=-1)  # (K, N)
-                return torch.logaddexp(comp, log_u[None].expand_as(comp)).mean(dim=1)
-
-            coarse = grid[mean_ll(grid).argmax()]
-            fine = torch.linspace(max(lo, coarse - step), min(hi, coarse + step), 21, dtype=torch.float64)
-            scores = mean_ll(fine)
-            if float(scores.max()) > best[0]:
-                best = (float(scores.max()), DensityKernel(float(fine[scores.argmax()].exp()), power, floor))
-    return best[1]

@@ -12,6 +12,7 @@ EMA, the hooks' ``state``, RNGs), so a resumed run equals an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -79,6 +80,16 @@ class EMAState:
     def copy_to_module(self) -> None:
         self.ema.copy_to(self.module.parameters())
 
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """The averaged weights in the module for the ``with`` block (e.g. a validation), the trained ones after."""
+        self.ema.store(self.module.parameters())
+        self.copy_to_module()
+        try:
+            yield
+        finally:
+            self.ema.restore(self.module.parameters())
+
     def state_dict(self) -> dict:
         return self.ema.state_dict()
 
@@ -124,8 +135,8 @@ def fit(
         state: objects with ``state_dict``/``load_state_dict`` checkpointed with the run (e.g. GeoCLIP's queue).
         after_step: ``(step, micro-batches)`` after each optimizer step (e.g. to enqueue the batch's locations).
         extra_logs: ``() -> dict`` added to each log line. validate: ``step -> ...`` on the main process every
-            ``--validation_steps`` (when the script has that flag and it is > 0), not at the last step; a returned
-            dict is logged.
+            ``--validation_steps`` (when the script has that flag and it is > 0), not at the last step, with the
+            averaged weights when ``ema_decay > 0`` (what the run saves); a returned dict is logged.
         trainable_only: checkpoint only trainable weights (LoRA runs: the frozen base is reloaded from its files).
     """
     from tqdm.auto import tqdm
@@ -215,7 +226,8 @@ def fit(
         last = step + 1 == max_steps  # the final validation is the script's, after saving
         if validate is not None and validation_steps > 0 and (step + 1) % validation_steps == 0 and not last:
             if run.is_main_process:
-                out = validate(step + 1)
+                with averaged.averaged_weights() if averaged is not None else contextlib.nullcontext():
+                    out = validate(step + 1)
                 if isinstance(out, dict):  # e.g. held-out metrics: a learning curve in the log
                     log_metrics(accelerator, {"step": step + 1, **out}, log_path, progress)
             model.train()

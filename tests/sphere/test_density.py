@@ -14,9 +14,9 @@ from geo_models.sphere.density import (
     DensityKernel,
     KernelMixture,
     density_grid_points,
-    fit_kernel,
     kappa_for_km,
 )
+from geo_models.sphere.kernel_fit import fit_kernel
 
 PARIS, LYON = [48.8566, 2.3522], [45.76, 4.84]
 

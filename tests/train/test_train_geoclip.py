@@ -73,3 +73,26 @@ def test_cli_errors(train_script, parquet, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):
         train_script("train_geoclip").parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_haversine_smoothing_and_ema_run_and_the_averaged_weights_are_saved(train_script, parquet, tmp_path):
+    """--haversine_smoothing_km trains (finite weights); with --ema_decay the saved weights are the averages, not the
+    last step's (a run without averaging from the same seed ends elsewhere)."""
+    runs = {}
+    for name, extra in [("plain", []), ("ema", ["--ema_decay", "0.9"])]:
+        out = tmp_path / name
+        train_script("train_geoclip").main(
+            ["--train_data", str(parquet), "--output_dir", str(out), *TINY, "--max_train_steps", "4",
+             "--haversine_smoothing_km", "300", *extra]
+        )  # fmt: skip
+        runs[name] = weights(out)
+    assert all(torch.isfinite(v).all() for v in runs["ema"].values())
+    assert any(not torch.equal(runs["plain"][k], runs["ema"][k]) for k in runs["plain"] if k != "gallery")
+
+
+@pytest.mark.parametrize("extra, message", [(["--haversine_smoothing_km", "-1"], "--haversine_smoothing_km"),
+                                            (["--ema_decay", "1"], "--ema_decay")])  # fmt: skip
+def test_cli_errors_of_the_recipe_flags(train_script, parquet, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        train_script("train_geoclip").parse_args(["--train_data", str(parquet), "--output_dir", str(tmp_path), *extra])
+    assert message in capsys.readouterr().err

@@ -177,3 +177,14 @@ def test_checkpoints_of_the_old_loops_are_refused_with_the_reason(embedding_parq
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="scheduler_0.json is missing.*before the shared training loop"):
         train(tmp_path, embedding_parquet, "--max_train_steps", "4", "--resume_from_checkpoint", "latest")
+
+
+def test_validation_of_an_ema_run_scores_the_averaged_weights():
+    """``fit`` validates an EMA run inside ``averaged_weights()`` (the toy runs above use EMA): the averages are in
+    the module for the block, the trained weights back after it (training goes on from them)."""
+    ema = EMAState(nn.Linear(2, 2), 0.5)
+    trained_weight = ema.module.weight.detach().clone()
+    ema.ema.shadow_params[0].fill_(7.0)
+    with ema.averaged_weights():
+        assert torch.all(ema.module.weight == 7.0)
+    assert torch.equal(ema.module.weight, trained_weight)
