@@ -37,7 +37,7 @@ class KNNGeolocator(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         temperature: softmax temperature of the candidates' scores (cosine similarities are divided by it).
         density_kernel: the kernel around each neighbour in the density (:meth:`log_prob`, :meth:`density_grid`:
             the 64 nearest neighbours weighted by that softmax, a kernel density estimate), ``{"kappa", "power",
-            "floor"}``; set by :meth:`fit_density` on held-out data.
+            "floor", "floor_kappa"}``; set by :meth:`fit_density` on held-out data.
 
     Example:
         >>> knn = KNNGeolocator(embedding_dim=3).fit(torch.eye(3), torch.tensor([[0.0, 0], [10, 10], [20, 20]]))

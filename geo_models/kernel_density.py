@@ -4,10 +4,11 @@ GeoCLIP answers with a softmax over a gallery of points, kNN with weighted neigh
 their papers gives a density over the globe. Each becomes one here (issue 18): a
 :class:`~geo_models.sphere.density.KernelMixture` of its points with the model's own weights, shaped by a
 :class:`~geo_models.sphere.density.DensityKernel` (the vMF kernel's concentration, a temperature on the weights and
-a uniform floor for the model's misses) fitted on held-out data by :meth:`KernelDensityMixin.fit_density` (maximum
-likelihood of the true locations) and saved in the model's config as ``density_kernel``. So every geolocator of
-the project has ``log_prob`` and ``density_grid`` with the sphere flow's meaning (nats w.r.t. area on the unit
-sphere), and :mod:`geo_models.calibration` can score them all alike.
+a floor of mass for the model's misses, uniform or spread broadly around its points) fitted on held-out data by
+:meth:`KernelDensityMixin.fit_density` (maximum likelihood of the true locations, or the calibrated choice) and
+saved in the model's config as ``density_kernel``. So every geolocator of the project has ``log_prob`` and
+``density_grid`` with the sphere flow's meaning (nats w.r.t. area on the unit sphere), and
+:mod:`geo_models.calibration` can score them all alike.
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ class KernelDensityMixin:
         return self.density_mixture(images, image_embeddings, **kwargs).grid(resolution_deg)
 
     @torch.no_grad()
-    def fit_density(self, image_embeddings: Any, latlon: Any, *, batch_size: int = 256, **kwargs) -> DensityKernel:
+    def fit_density(
+        self, image_embeddings: Any, latlon: Any, *, batch_size: int = 256, calibrate: bool = False, **kwargs
+    ) -> DensityKernel:
         """Fit the density's kernel on held-out ``image_embeddings (N, D)`` and their true ``latlon (N, 2)``
-        (maximum likelihood, :func:`fit_kernel`), keep it (saved with the model) and return it. Use data the model
-        was not trained on: on training data the kernel comes out too sharp."""
+        (:func:`~geo_models.sphere.kernel_fit.fit_kernel`: maximum likelihood, or with ``calibrate`` the likely
+        kernel whose 50/90/95% regions hold the truths at those rates), keep it (saved with the model) and return
+        it. Use data the model was not trained on: on training data the kernel comes out too sharp."""
         batch_size = check_int(batch_size, "batch_size")
         truth = check_latlon(latlon, "latlon")
         feats = self._density_features(None, image_embeddings)
@@ -84,6 +88,6 @@ class KernelDensityMixin:
         parts = [self._kernel_components(feats[i : i + batch_size], **kwargs) for i in chunks]
         centres = torch.cat([c.double().cpu() for c, _ in parts])
         weights = torch.cat([w.double().cpu() for _, w in parts])
-        kernel = fit_kernel(centres, weights, truth.double().cpu())
+        kernel = fit_kernel(centres, weights, truth.double().cpu(), calibrate=calibrate)
         self._record_density_kernel(kernel)
         return kernel

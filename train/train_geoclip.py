@@ -67,10 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_model(args, embedding_dim: int | None) -> GeoCLIP:
-    if args.init_from == "official":
+    if args.init_from == "official":  # features other than CLIP ViT-L/14's: a new image head on its location encoder
         model = GeoCLIP.from_official(
             backbone=None if args.data_format == "embeddings" else args.backbone,
             backbone_pretrained=args.backbone_pretrained,
+            embedding_dim=embedding_dim,
+            seed=args.seed,
         )
     elif args.init_from:
         model = GeoCLIP.from_pretrained(args.init_from)

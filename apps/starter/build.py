@@ -16,9 +16,10 @@
    the landmark's 3D model lifted from it by ``train/sds_to_mesh.py --preset cpu`` (``landmark3d/``: mesh.glb
    decimated to 20K faces, turntable, card).
 5. Held-out example photos with their GPS in EXIF (the app shows the distance to the truth).
-6. ``densities``: GeoCLIP's and LocDiff's density kernels (``fit_density``: the vMF concentration, a temperature on
-   the weights, a uniform floor) fitted on 500 held-out procedural photos (seed 2) and written into their configs
-   (``density_kernel``), so the app's heatmaps and the calibration are those of a fitted density (issue 18).
+6. ``densities``: GeoCLIP's and LocDiff's density kernels (``fit_density(calibrate=True)``: the vMF concentration, a
+   temperature on the weights, a floor for misses; the likely kernel whose 50/90/95% regions hold the truths at those
+   rates) fitted on 1,000 held-out procedural photos (seed 2) and written into their configs (``density_kernel``),
+   so the app's heatmaps and the calibration are those of a fitted density (issue 18).
 
 Everything lands in ``apps/starter/{geoclip,locdiff,sphere_flow,gps_to_image,angle_to_image,landmark3d,examples}``
 (``--models`` picks; ``angle_to_image`` needs ``gps_to_image`` built first); training logs and
@@ -42,7 +43,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 STARTER = Path(__file__).resolve().parent
 MODELS = ("geoclip", "locdiff", "sphere_flow", "gps_to_image", "angle_to_image", "densities")
-DENSITY_VAL = {"num_images": 500, "seed": 2}  # held-out photos that fit the geolocators' density kernels
+DENSITY_VAL = {"num_images": 1000, "seed": 2}  # held-out photos that fit the geolocators' density kernels
 # plus the model folders below; pipeline.py: the no-install route of diffusers pipelines
 KEEP = {"config.json", "README.md", "model.safetensors", "model_index.json", "pipeline.py"}
 
@@ -201,7 +202,7 @@ def fit_densities(data: Path, output: Path) -> dict:
     kernels = {}
     for name, cls in (("geoclip", GeoCLIP), ("locdiff", LocDiffPipeline)):
         model = cls.from_pretrained(output / name)
-        kernels[name] = model.fit_density(emb, latlon).to_dict()
+        kernels[name] = model.fit_density(emb, latlon, calibrate=True).to_dict()
         config_file = output / name / "config.json"
         config = json.loads(config_file.read_text())
         config["density_kernel"] = kernels[name]

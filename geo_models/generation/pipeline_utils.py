@@ -3,6 +3,7 @@ loop and decoding. Each pipeline only says how it builds its conditions and comb
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,21 @@ class GeoConditionedDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoad
 
         write_standalone_files(self, save_directory)  # first: save_pretrained(push_to_hub=True) uploads at its end
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def to_json_string(self) -> str:
+        """``model_index.json``: diffusers' text, with ``_class_name`` naming the generated ``pipeline.py`` as
+        ``[module, class]`` (how diffusers finds a repo's own pipeline code with ``trust_remote_code=True``; with
+        geo_models imported the installed class is used, see :mod:`geo_models.generation`), without the
+        ``_name_or_path`` of the machine that saved it."""
+        from geo_models.generation.standalone import STANDALONE_PIPELINE_MODULE  # here: import cycle
+
+        text = super().to_json_string()
+        if type(self).__module__.split(".")[0] != "geo_models":  # no generated code for outside subclasses
+            return text
+        data = json.loads(text)
+        data["_class_name"] = [STANDALONE_PIPELINE_MODULE, type(self).__name__]
+        data.pop("_name_or_path", None)  # where it was loaded from on the machine that saved it: nothing to publish
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @property
     def vae_scale_factor(self) -> int:

@@ -44,10 +44,18 @@ from geo_models.generation import conditioning
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STANDALONE_LIBRARY", "bundle", "embedder_source", "pipeline_source", "write_standalone_files"]
+__all__ = [
+    "STANDALONE_LIBRARY",
+    "STANDALONE_PIPELINE_MODULE",
+    "bundle",
+    "embedder_source",
+    "pipeline_source",
+    "write_standalone_files",
+]
 
 STANDALONE_LIBRARY = "geo_models_conditioning"  # module file in the embedder folders, library in model_index.json
-DROPPED_METHODS = {"save_pretrained"}  # the hook that writes these files stays out of them
+STANDALONE_PIPELINE_MODULE = "pipeline"  # pipeline.py; model_index.json's _class_name is [this, class name]
+DROPPED_METHODS = {"save_pretrained", "to_json_string"}  # the hooks that write these files stay out of them
 # diffusers executes every local folder's pipeline.py as the same module (diffusers_modules.local.pipeline): forget
 # the pipeline classes an earlier one defined, or its one-pipeline-class check fails on loading a second model.
 FORGET_EARLIER_PIPELINES = """# diffusers runs each local pipeline.py as one module: forget an earlier one's pipelines
@@ -203,7 +211,7 @@ def write_standalone_files(pipe: DiffusionPipeline, save_directory) -> list[Path
         return []
     out = Path(save_directory)
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "pipeline.py"]
+    written = [out / f"{STANDALONE_PIPELINE_MODULE}.py"]
     written[0].write_text(pipeline_source(type(pipe)), encoding="utf-8")
     embedders = {k: v for k, v in pipe.components.items() if type(v).__module__ == conditioning.__name__}
     code = embedder_source() if embedders else ""

@@ -77,7 +77,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         backbone_finetuned: the backbone's weights were trained (LoRA merged or full) and are saved with the model.
         seed: seed of the RFF matrices (and of a randomly initialised backbone).
         density_kernel: how the gallery softmax becomes a density on the sphere (:meth:`log_prob`,
-            :meth:`density_grid`): ``{"kappa", "power", "floor"}`` of a
+            :meth:`density_grid`): ``{"kappa", "power", "floor", "floor_kappa"}`` of a
             :class:`~geo_models.sphere.density.DensityKernel`, set by :meth:`fit_density` on held-out data
             (``None``: a 250 km vMF kernel).
     """
@@ -413,6 +413,8 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         *,
         backbone: str | None = None,
         backbone_pretrained: str | None = "openai",
+        embedding_dim: int | None = None,
+        seed: int = 0,
         **hub_kwargs,
     ) -> GeoCLIP:
         """Official GeoCLIP weights as a :class:`GeoCLIP` with the official 100K gallery as its default gallery
@@ -424,13 +426,29 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
             backbone: open_clip architecture for raw images; the official model uses CLIP ViT-L/14 (``ViT-L-14``
                 with ``backbone_pretrained="openai"``, same weights as ``openai/clip-vit-large-patch14``). ``None``
                 (default) gives a model for precomputed 768-d ``image_embeddings``.
+            embedding_dim: features of another size (not CLIP ViT-L/14's 768): the official location encoder,
+                temperature and gallery with a new image head for them (initialised from ``seed``), to be trained
+                (``train_geoclip.py --init_from official`` on such embeddings).
         """
         from geo_models.geoclip.official import OFFICIAL_CARD, OFFICIAL_CONFIG, official_state
 
+        config = dict(OFFICIAL_CONFIG)
+        new_head = embedding_dim is not None and embedding_dim != config["embedding_dim"]
+        if new_head:
+            if backbone is not None:
+                raise ValueError("embedding_dim: a new image head is for precomputed features (backbone=None)")
+            config["embedding_dim"] = int(embedding_dim)
         model = cls(
-            **OFFICIAL_CONFIG, backbone=backbone, backbone_pretrained=backbone_pretrained if backbone else None
+            **config, backbone=backbone, backbone_pretrained=backbone_pretrained if backbone else None, seed=seed
         )
-        model.load_hub_state_dict(official_state(source, **hub_kwargs))
+        state = official_state(source, **hub_kwargs)
+        if new_head:
+            state = {k: v for k, v in state.items() if not k.startswith("image_head.")}
+            head = model.image_head.state_dict()  # the new head, as initialised
+            state.update({f"image_head.{k}": v.detach().clone() for k, v in head.items()})
+            model.load_hub_state_dict(state)
+        else:
+            model.load_hub_state_dict(state)
         model.card_defaults = OFFICIAL_CARD
         return model.eval()
 

@@ -162,8 +162,8 @@ class LocDiffPipeline(ImageBackboneMixin, KernelDensityMixin):
         sample_scale: SHDD vectors are diffused as ``sample_scale * SHDD`` (must match training).
         refine: decoder refinement inside the kernel (``SHDD.decode``'s ``refine``).
         density_kernel: the kernel around each sample in the pipeline's density (:meth:`log_prob`,
-            :meth:`density_grid`: 64 seeded samples, a kernel density estimate), ``{"kappa", "power", "floor"}``;
-            set by :meth:`fit_density` on held-out data (``None``: a 250 km vMF kernel).
+            :meth:`density_grid`: 64 seeded samples, a kernel density estimate), ``{"kappa", "power", "floor",
+            "floor_kappa"}``; set by :meth:`fit_density` on held-out data (``None``: a 250 km vMF kernel).
 
     Example:
         >>> unet = CSUNet(sample_dim=16, condition_dim=8, block_out_dims=(32, 8), time_embed_dim=16, dropout=0.0)

@@ -95,6 +95,50 @@ def test_starter_gps_to_image_uses_the_gps(tmp_path):
     assert loss["true"] < 0.995 * loss["shuffled"], loss
 
 
+NO_INSTALL = """
+import sys
+sys.modules["geo_models"] = None  # geo_models cannot be imported in this process
+import numpy as np, torch
+torch.set_num_threads(1)
+from diffusers import DiffusionPipeline
+pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert type(pipe).__module__.startswith("diffusers_modules."), type(pipe)
+pipe.set_progress_bar_config(disable=True)
+image = pipe("A street in Manhattan", 40.75, -73.98, num_inference_steps=3, output_type="np",
+             generator=torch.Generator().manual_seed(0)).images
+np.save(sys.argv[2], image)
+"""
+
+
+def test_starter_gps_to_image_loads_without_geo_models(tmp_path):
+    """diffusers' one-liner for a repo with its own code (``trust_remote_code=True`` alone) loads the shipped
+    folder where geo_models cannot be imported, and draws the installed route's image (its pipeline.py is current:
+    ``_class_name`` names it)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from geo_models.generation import GPSToImagePipeline
+    from geo_models.testing import IMAGE_ATOL
+
+    folder = STARTER / "gps_to_image"
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == ["pipeline", "GPSToImagePipeline"]
+    out = tmp_path / "image.npy"
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    args = [sys.executable, "-c", NO_INSTALL, str(folder), str(out)]
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pipe = GPSToImagePipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe("A street in Manhattan", 40.75, -73.98, num_inference_steps=3, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    np.testing.assert_allclose(np.load(out), expected, rtol=0, atol=IMAGE_ATOL)
+
+
 def test_starter_angle_to_image_uses_the_azimuth(tmp_path):
     """The angle starter (LoRA + angle embedder on the GPS starter's base) loads as the app loads it, draws the 8
     views, and on fresh views of the procedural landmark its denoising error is lower with their true azimuth than

@@ -1,6 +1,7 @@
-"""The "no-install" route: a saved (or pushed) pipeline folder loads without geo_models through diffusers'
-``custom_pipeline=`` + ``trust_remote_code=True``, from the standalone code written by ``save_pretrained``, and gives
-bit-identical images; the same folder still loads the installed way."""
+"""The "no-install" route: a saved (or pushed) pipeline folder loads without geo_models with diffusers' one-liner
+``DiffusionPipeline.from_pretrained(path_or_repo, trust_remote_code=True)`` (``model_index.json``'s ``_class_name``
+names the generated ``pipeline.py``; the older ``custom_pipeline=`` form too), from the standalone code written by
+``save_pretrained``, and gives the same images; the same folder still loads the installed way."""
 
 import ast
 import json
@@ -38,10 +39,12 @@ NO_GEO_MODELS = textwrap.dedent(
     from diffusers import DiffusionPipeline
 
     gps_dir, angle_dir, repo_id, out = sys.argv[1:5]
-    pipes = {
-        name: DiffusionPipeline.from_pretrained(path, custom_pipeline=path, trust_remote_code=True)
+    pipes = {  # diffusers' documented one-liner for a repo with its own pipeline code
+        name: DiffusionPipeline.from_pretrained(path, trust_remote_code=True)
         for name, path in (("gps", gps_dir), ("angle", angle_dir), ("pulled", repo_id))
     }
+    custom = {"custom_pipeline": repo_id, "trust_remote_code": True}  # the older, longer form
+    pipes["pulled_custom"] = DiffusionPipeline.from_pretrained(repo_id, **custom)
     for name, pipe in pipes.items():
         embedder = pipe.angle_embedder if name == "angle" else pipe.gps_embedder
         assert type(pipe).__module__.startswith("diffusers_modules."), type(pipe)
@@ -53,7 +56,7 @@ NO_GEO_MODELS = textwrap.dedent(
     kwargs = dict(num_inference_steps=2, output_type="np")
     images = {
         name: pipes[name]("a building", 40.7484, -73.9857, generator=torch.Generator().manual_seed(0), **kwargs).images
-        for name in ("gps", "pulled")
+        for name in ("gps", "pulled", "pulled_custom")
     }
     images["area"] = pipes["gps"](
         "a building", gps_area=(40.74, 40.76, -74.0, -73.97), num_gps_samples=3,
@@ -102,6 +105,8 @@ def test_save_pretrained_writes_standalone_files_and_model_index(tmp_path):
         assert (folder / f"{name}_embedder" / f"{STANDALONE_LIBRARY}.py").is_file()
         index = json.loads((folder / "model_index.json").read_text())
         assert index[f"{name}_embedder"] == [STANDALONE_LIBRARY, cls.__name__]
+        pipeline_name = "GPSToImagePipeline" if name == "gps" else "AngleToImagePipeline"
+        assert index["_class_name"] == ["pipeline", pipeline_name]  # diffusers' trust_remote_code form
 
 
 def test_no_install_route_gives_identical_images_and_installed_route_still_works(tmp_path, local_hub):
@@ -115,6 +120,9 @@ def test_no_install_route_gives_identical_images_and_installed_route_still_works
     gps2, angle2 = (DiffusionPipeline.from_pretrained(tmp_path / n) for n in ("gps", "angle"))
     assert type(gps2) is GPSToImagePipeline and type(gps2.gps_embedder) is GPSEmbedder
     assert type(angle2) is AngleToImagePipeline and type(angle2.angle_embedder) is AngleEmbedder
+    assert type(GPSToImagePipeline.from_pretrained(tmp_path / "gps")) is GPSToImagePipeline
+    pulled = DiffusionPipeline.from_pretrained("tester/tiny-gps-to-image-standalone")  # a Hub id, no remote code
+    assert type(pulled) is GPSToImagePipeline and type(pulled.gps_embedder) is GPSEmbedder
     for pipe in (gps2, angle2):
         pipe.set_progress_bar_config(disable=True)
     for key, value in _images(gps2, angle2).items():  # equal up to float32 rounding (testing.tolerances)
@@ -131,6 +139,7 @@ def test_no_install_route_gives_identical_images_and_installed_route_still_works
     result = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     images = np.load(out)
-    np.testing.assert_allclose(images["pulled"], expected["gps"], rtol=0, atol=IMAGE_ATOL)
+    for key in ("pulled", "pulled_custom"):
+        np.testing.assert_allclose(images[key], expected["gps"], rtol=0, atol=IMAGE_ATOL, err_msg=key)
     for key, value in expected.items():
         np.testing.assert_allclose(images[key], value, rtol=0, atol=IMAGE_ATOL, err_msg=key)
