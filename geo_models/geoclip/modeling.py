@@ -444,7 +444,12 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         state = official_state(source, **hub_kwargs)
         if new_head:
             state = {k: v for k, v in state.items() if not k.startswith("image_head.")}
-            head = model.image_head.state_dict()  # the new head, as initialised
+            with torch.random.fork_rng(devices=[]):  # the new head from ``seed``, the global RNG untouched
+                torch.manual_seed(seed)
+                for layer in model.image_head:
+                    if isinstance(layer, nn.Linear):
+                        layer.reset_parameters()
+            head = model.image_head.state_dict()
             state.update({f"image_head.{k}": v.detach().clone() for k, v in head.items()})
             model.load_hub_state_dict(state)
         else:

@@ -320,6 +320,22 @@ def test_official_weights_round_trip(tmp_path):
     assert_same_location_embeddings(loaded, model)
 
 
+def test_official_location_encoder_with_a_new_image_head_for_other_features():
+    """``from_official(embedding_dim=128)``: the official location encoder, temperature and gallery, bit for bit, with
+    a seeded new image head for 128-d features (what ``train_geoclip.py --init_from official`` trains on them)."""
+    official, model = GeoCLIP.from_official(), GeoCLIP.from_official(embedding_dim=128, seed=3)
+    assert model.embedding_dim == 128 and model.image_head[0].in_features == 128
+    ours = model.state_dict()
+    for key, value in official.state_dict().items():
+        if not key.startswith("image_head."):
+            assert torch.equal(ours[key], value), key
+    again = GeoCLIP.from_official(embedding_dim=128, seed=3)
+    assert torch.equal(again.image_head[0].weight, model.image_head[0].weight)
+    assert model.predict(image_embeddings=torch.randn(2, 128), top_k=2).candidates.shape == (2, 2, 2)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        GeoCLIP.from_official(backbone="tiny-vit", embedding_dim=128)
+
+
 # ----------------------------------------------------------------------------------------------------- release format
 def write_fake_release(folder, *, logit_scale=2.0, **config_overrides):
     """An official-format release: config.json + model.safetensors (official key names) + gallery CSV, with the

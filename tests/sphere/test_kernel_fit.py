@@ -23,7 +23,8 @@ def world(n: int, seed: int):
 
 
 def coverage(kernel: DensityKernel, centres, weights, truth) -> torch.Tensor:
-    u = hpd_levels(kernel.mixture(centres, weights), truth, num_samples=256, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)
+    u = hpd_levels(kernel.mixture(centres, weights), truth, num_samples=256, generator=generator)
     return (u[:, None] <= LEVELS).double().mean(dim=0) * 100
 
 
