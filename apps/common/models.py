@@ -4,7 +4,6 @@ loaded is reported, never fatal. ``gpu`` is ``spaces.GPU`` on ZeroGPU Spaces and
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -42,11 +41,11 @@ def looks_local(path: str) -> bool:
 
 
 def pipeline_source(settings: Settings, name: str) -> str:
-    """Where a tab's diffusers pipeline ``name`` comes from: the settings, then ``GEO_MODELS_<NAME>``, then the
-    starter folder."""
-    from apps.common.settings import STARTER_DIR, env_var
+    """Where a tab's diffusers pipeline ``name`` comes from: the settings, then
+    :func:`~apps.common.settings.default_source` (``GEO_MODELS_<NAME>``, a Space's pinned checkpoint, the starter)."""
+    from apps.common.settings import default_source
 
-    return settings.models.get(name) or os.environ.get(env_var(name)) or str(STARTER_DIR / name)
+    return settings.models.get(name) or default_source(name)
 
 
 _PIPELINES: dict[tuple[int, str], tuple[Any, str | None]] = {}  # (store key, name) -> (pipeline, reason)

@@ -7,6 +7,7 @@ the defaults are the starter models in ``apps/starter/`` (small, trained on proc
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from apps.common import limits
 
 STARTER_DIR = Path(__file__).resolve().parents[1] / "starter"
+SPACE_MODELS = STARTER_DIR.parent / "space_models.json"  # written by apps/build_space.py --model NAME=REPO@COMMIT
 MODEL_NAMES = ("geoclip", "locdiff", "sphere_flow")  # geolocators, loaded by ModelStore
 PIPELINE_NAMES = ("gps_to_image", "angle_to_image")  # diffusers pipelines, loaded by their app (generate, landmark3d)
 ENV_PREFIX = "GEO_MODELS_"
@@ -23,12 +25,19 @@ def env_var(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+def default_source(name: str) -> str:
+    """Where model ``name`` comes from when no flag says: ``GEO_MODELS_<NAME>``, then the pinned Hub checkpoint of a
+    Space built with ``--model`` (``apps/space_models.json``), then the bundled starter folder."""
+    pinned = json.loads(SPACE_MODELS.read_text()) if SPACE_MODELS.is_file() else {}
+    return os.environ.get(env_var(name)) or pinned.get(name) or str(STARTER_DIR / name)
+
+
 @dataclass
 class Settings:
     """Resolved settings. ``models`` maps a model name to its source (folder or Hub id)."""
 
     models: dict[str, str] = field(
-        default_factory=lambda: {n: str(STARTER_DIR / n) for n in (*MODEL_NAMES, *PIPELINE_NAMES)}
+        default_factory=lambda: {n: default_source(n) for n in (*MODEL_NAMES, *PIPELINE_NAMES)}
     )
     host: str = "127.0.0.1"
     port: int = 7860
@@ -57,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     for name in (*MODEL_NAMES, *PIPELINE_NAMES):
         parser.add_argument(
             f"--{name}",
-            default=env(env_var(name), str(STARTER_DIR / name)),
+            default=default_source(name),
             help=f"folder or Hub id[@revision] of the {name} model (env {env_var(name)}; default: the starter model)",
         )
     parser.add_argument("--device", default=env(env_var("device"), "auto"), help="auto, cpu or cuda")
