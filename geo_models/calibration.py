@@ -123,41 +123,10 @@ class CalibrationAccumulator:
 
 def reliability_plot(curves: dict[str, list[tuple[float, float]]], path: str | os.PathLike, *, title: str = "",
                      size: int = 480) -> Path:  # fmt: skip
-    """A reliability diagram as a PNG (PIL, no plotting library): empirical against nominal coverage of the
-    highest-density regions, one line per model of ``curves`` (``{name: [(nominal, empirical), ...]}``), the
-    diagonal dashed (a calibrated model lies on it). Written atomically; returns the path."""
-    from PIL import Image, ImageDraw, ImageFont
+    """A reliability diagram as a PNG: empirical against nominal coverage of the highest-density regions, one line
+    per model of ``curves`` (``{name: [(nominal, empirical), ...]}``), the diagonal dashed (a calibrated model lies
+    on it). Written atomically; returns the path."""
+    from geo_models.plots import line_plot
 
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
-    img = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    left, top, span = 50, 30, size - 80
-
-    def xy(u: float, v: float) -> tuple[float, float]:
-        return left + u * span, top + (1 - v) * span
-
-    draw.rectangle([*xy(0, 1), *xy(1, 0)], outline=(80, 80, 80))
-    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
-        draw.text((xy(t, 0)[0], top + span + 6), f"{t:.2f}", fill=(60, 60, 60), font=font, anchor="mt")
-        draw.text((left - 6, xy(0, t)[1]), f"{t:.2f}", fill=(60, 60, 60), font=font, anchor="rm")
-    for i in range(20):  # the diagonal, dashed
-        if i % 2 == 0:
-            draw.line([xy(i / 20, i / 20), xy((i + 1) / 20, (i + 1) / 20)], fill=(150, 150, 150), width=1)
-    draw.text((size / 2, size - 8), "nominal coverage", fill=(0, 0, 0), font=font, anchor="mb")
-    draw.text((4, 12), "empirical", fill=(0, 0, 0), font=font, anchor="lm")
-    if title:
-        draw.text((size / 2, 4), title, fill=(0, 0, 0), font=font, anchor="mt")
-    for k, (name, points) in enumerate(curves.items()):
-        colour = colours[k % len(colours)]
-        pts = [xy(u, v) for u, v in sorted(points)]
-        draw.line(pts, fill=colour, width=2)
-        for x, y in pts:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((left + 8, top + 8 + 14 * k), name, fill=colour, font=font, anchor="lt")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return line_plot(curves, path, x_range=(0.0, 1.0), y_range=(0.0, 1.0), x_label="nominal coverage",
+                     y_label="empirical", title=title, diagonal=True, size=(size, size))  # fmt: skip

@@ -21,6 +21,7 @@ import torch
 from geo_models import training
 from geo_models.evaluation import evaluate_geolocation
 from geo_models.geoclip import GeoCLIP, deduplicate
+from geo_models.geoclip.modeling import POINT_ESTIMATES
 from geo_models.geoclip.training import GPSQueue, contrastive_step_loss
 
 
@@ -55,6 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ema_decay", type=float, default=0.0, help="EMA of the weights, saved and validated (0: none)")
     training.add_run_args(p)
     p.add_argument("--gallery_max_points", type=int, default=100_000, help="training coordinates kept as gallery")
+    p.add_argument(
+        "--point_estimate", choices=POINT_ESTIMATES, default="argmax",
+        help="best guess the validation and the saved model use (argmax: the paper's; coarse_to_fine: the mode of the "
+        "softmax mass at 2500/750/200/25 km in turn)",
+    )  # fmt: skip
     training.add_hub_args(p)
     args = p.parse_args(argv)
     training.check_args(p, args, positive=("gallery_max_points",), non_negative=("validation_steps",))
@@ -92,6 +98,7 @@ def build_model(args, embedding_dim: int | None) -> GeoCLIP:
         raise ValueError(f"train_data embeddings are {embedding_dim}-d but the model expects {model.embedding_dim}")
     if model.backbone is not None:
         training.setup_finetuning(model.backbone, args.finetune, lora_rank=args.lora_rank)
+    model.set_point_estimate(args.point_estimate)
     return model
 
 

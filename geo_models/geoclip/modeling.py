@@ -36,7 +36,7 @@ from geo_models.hub import GeoModelHubMixin
 from geo_models.kernel_density import KernelDensityMixin
 from geo_models.outputs import GeoPrediction, check_embeddings
 from geo_models.sphere import check_latlon, haversine_km
-from geo_models.sphere.density import DensityKernel
+from geo_models.sphere.density import DensityKernel, coarse_to_fine_mode
 
 GalleryLike = torch.Tensor | str | PathLike | int | None
 
@@ -58,8 +58,10 @@ class TextQueryResult:
     scores: torch.Tensor
 
 
-POINT_ESTIMATES = ("argmax", "density_mode")
+POINT_ESTIMATES = ("argmax", "density_mode", "coarse_to_fine")
 DENSITY_COMPONENTS = 256  # gallery points kept in the density; the rest of the softmax mass is spread uniformly
+MODE_COMPONENTS = 1024  # gallery points the coarse-to-fine best guess weighs (a continent's scattered mass)
+COARSE_TO_FINE_KM = (2500.0, 750.0, 200.0, 25.0)  # the paper's continent / country / region / city scales
 
 
 class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
@@ -80,6 +82,8 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
             :meth:`density_grid`): ``{"kappa", "power", "floor", "floor_kappa"}`` of a
             :class:`~geo_models.sphere.density.DensityKernel`, set by :meth:`fit_density` on held-out data
             (``None``: a 250 km vMF kernel).
+        point_estimate: the best guess :meth:`predict` returns by default (one of ``POINT_ESTIMATES``; the paper's
+            ``"argmax"``; ``train_geoclip.py --point_estimate`` records the one it was evaluated with).
     """
 
     model_type = "geoclip"
@@ -100,9 +104,13 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         backbone_finetuned: bool = False,
         seed: int = 0,
         density_kernel: dict | None = None,
+        point_estimate: str = "argmax",
     ):
         super().__init__()
         self.density_kernel = DensityKernel.from_dict(density_kernel)
+        if point_estimate not in POINT_ESTIMATES:
+            raise ValueError(f"point_estimate must be one of {POINT_ESTIMATES}, got {point_estimate!r}")
+        self.point_estimate = point_estimate
         # 0. Sizes, and the parameter budget before anything is allocated (the backbone is a named architecture)
         embedding_dim = None if embedding_dim is None else check_int(embedding_dim, "embedding_dim")
         projection_dim = check_int(projection_dim, "projection_dim")
@@ -223,7 +231,7 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         prior_radius_km: float | None = None,
         prior_fallback: bool = False,
         ten_crop: bool = False,
-        point_estimate: str = "argmax",
+        point_estimate: str | None = None,
     ) -> GeoPrediction:
         """Geolocate images by retrieval over a GPS gallery.
 
@@ -239,9 +247,13 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
             prior_fallback: an image without any gallery point in its prior region searches the whole gallery
                 (default: ValueError).
             ten_crop: average the gallery probabilities over ten crops (4 corners + centre, and flips) per image.
-            point_estimate: ``"argmax"`` (the paper's: the most probable gallery point) or ``"density_mode"``: the
-                gallery point of highest density under :meth:`density_mixture` (its top 256 points spread by the
-                fitted kernel), which adds up the mass that near-duplicate gallery points split between them.
+            point_estimate: ``None``: the model's (``self.point_estimate``, saved in its config). ``"argmax"``: the
+                paper's, the most probable gallery point. ``"density_mode"``: the gallery point of highest density
+                under :meth:`density_mixture` (its top 256 points spread by the fitted kernel), which adds up the
+                mass that near-duplicate gallery points split between them. ``"coarse_to_fine"``: the mode of the
+                softmax mass of the top 1,024 points at the paper's scales in turn, 2,500 / 750 / 200 / 25 km,
+                each searched within the previous scale of the previous mode
+                (:func:`~geo_models.sphere.density.coarse_to_fine_mode`): good at every threshold at once.
 
         Returns:
             GeoPrediction with ``latlon (N, 2)`` (the point estimate), ``candidates (N, K, 2)`` and ``scores (N,
@@ -263,14 +275,16 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
             raise ValueError("prior_latlon and prior_radius_km go together")
         if prior_radius_km is not None:
             prior_radius_km = check_number(prior_radius_km, "prior_radius_km", 0.0, low_open=True)
+        point_estimate = self.point_estimate if point_estimate is None else point_estimate
         if point_estimate not in POINT_ESTIMATES:
             raise ValueError(f"point_estimate must be one of {POINT_ESTIMATES}, got {point_estimate!r}")
         gallery = self.resolve_gallery(gallery).to(self.logit_scale.device)
         if not 1 <= top_k <= len(gallery):
             raise ValueError(f"top_k must be in [1, {len(gallery)}] (the gallery size), got {top_k}")
         shown = top_k  # the density mode looks at more gallery points than it shows
-        if point_estimate == "density_mode":
-            top_k = max(top_k, min(DENSITY_COMPONENTS, len(gallery)))
+        if point_estimate != "argmax":
+            needed = DENSITY_COMPONENTS if point_estimate == "density_mode" else MODE_COMPONENTS
+            top_k = max(top_k, min(needed, len(gallery)))
         # 2. Image features, one row per image (or per crop)
         crops = 10 if ten_crop else 1
         if images is not None:
@@ -307,6 +321,8 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
         if point_estimate == "density_mode":
             mixture = self.kernel.mixture(candidates.double(), scores.double())
             latlon = mixture.mode_among_centres().to(candidates.dtype)
+        elif point_estimate == "coarse_to_fine":
+            latlon = coarse_to_fine_mode(candidates, scores, COARSE_TO_FINE_KM).to(candidates.dtype)
         return GeoPrediction(latlon=latlon, candidates=candidates[:, :shown], scores=scores[:, :shown])
 
     # ------------------------------------------------------------------------------------------- density
@@ -467,6 +483,13 @@ class GeoCLIP(nn.Module, GeoModelHubMixin, KernelDensityMixin):
 
     def config_value(self, key: str, default: Any = None) -> Any:
         return (self._hub_mixin_config or {}).get(key, default)
+
+    def set_point_estimate(self, point_estimate: str) -> None:
+        """Make ``point_estimate`` the default of :meth:`predict`, saved in the config."""
+        if point_estimate not in POINT_ESTIMATES:
+            raise ValueError(f"point_estimate must be one of {POINT_ESTIMATES}, got {point_estimate!r}")
+        self.point_estimate = point_estimate
+        self._hub_mixin_config = {**(self._hub_mixin_config or {}), "point_estimate": point_estimate}
 
     def mark_backbone_finetuned(self) -> None:
         """Record that the backbone was trained, so its weights are saved with the model."""

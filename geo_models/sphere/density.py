@@ -28,6 +28,7 @@ __all__ = [
     "DensityGrid",
     "DensityKernel",
     "KernelMixture",
+    "coarse_to_fine_mode",
     "density_grid_points",
     "kappa_for_km",
     "temper",
@@ -234,3 +235,39 @@ class DensityKernel:
             return cls(**{k: float(v) for k, v in config.items()})
         except (TypeError, ValueError) as err:
             raise ValueError(f"{name}: {err}") from None
+
+
+def coarse_to_fine_mode(centres: torch.Tensor, weights: torch.Tensor, scales_km=(1000.0, 200.0, 25.0), *,
+                        batch_size: int = 64) -> torch.Tensor:  # fmt: skip
+    """``(N, 2)``: annealed mode seeking among weighted points ``centres (N, M, 2)`` / ``weights (N, M)``.
+
+    At each scale (coarse to fine) the point of highest density under a vMF kernel of that width (the weights'
+    mass within about that distance added up) is found among the points within the previous scale of the previous
+    mode. The first scale picks the region holding the most mass (a continent's worth of scattered guesses outweighs
+    one sharp but isolated point), the last one the exact place inside it: a best guess that is good at every
+    distance threshold at once, where a single-scale mode trades coarse accuracy against fine (the idea of
+    predicting a cell, then refining within it, as in PlaNet / PIGEON; here on the model's own weighted points).
+    """
+    centres = check_latlon(centres, "centres").double()
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    if centres.ndim != 3 or weights.shape != centres.shape[:2]:
+        raise ValueError(f"centres (N, M, 2) and weights (N, M) must match, got {tuple(centres.shape)} and "
+                         f"{tuple(weights.shape)}")  # fmt: skip
+    scales = [check_number(km, "scales_km", 0.0, low_open=True) for km in scales_km]
+    if not scales:
+        raise ValueError("scales_km must hold at least one scale")
+    out = []
+    for start in range(0, len(centres), batch_size):
+        xyz = latlon_to_xyz(centres[start : start + batch_size])  # (b, M, 3)
+        w = weights[start : start + batch_size]
+        cos = torch.einsum("bmd,bkd->bmk", xyz, xyz).clamp(-1, 1)
+        rows = torch.arange(len(xyz))
+        allowed = torch.ones_like(w, dtype=torch.bool)
+        for km in scales:
+            density = torch.einsum("bk,bmk->bm", w, torch.exp(kappa_for_km(km) * (cos - 1)))
+            best = density.masked_fill(~allowed, -1.0).argmax(dim=1)
+            near = cos[rows, best] >= math.cos(km / EARTH_RADIUS_KM)  # within this scale of the mode
+            allowed &= near
+            allowed[rows, best] = True
+        out.append(centres[start : start + batch_size][rows, best])
+    return torch.cat(out).float()

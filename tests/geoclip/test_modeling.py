@@ -387,3 +387,21 @@ def test_from_official_rejects_other_releases(tmp_path, config, message):
     write_fake_release(tmp_path / "release", **config)
     with pytest.raises(ValueError, match=message):
         GeoCLIP.from_official(tmp_path / "release")
+
+
+def test_coarse_to_fine_point_estimate_is_an_option_and_the_saved_default(model, tmp_path):
+    x = torch.randn(3, model.embedding_dim)
+    pred = model.predict(image_embeddings=x, top_k=2, point_estimate="coarse_to_fine")
+    assert pred.candidates.shape == (3, 2, 2) and pred.latlon.shape == (3, 2)
+    gallery = model.resolve_gallery(None)
+    assert all(bool((gallery == p).all(dim=1).any()) for p in pred.latlon)  # a gallery point
+    model.set_point_estimate("coarse_to_fine")
+    try:
+        model.save_pretrained(tmp_path / "m")
+        loaded = GeoCLIP.from_pretrained(tmp_path / "m")
+        assert loaded.point_estimate == "coarse_to_fine"
+        assert torch.equal(loaded.predict(image_embeddings=x, top_k=2).latlon, pred.latlon)
+    finally:
+        model.set_point_estimate("argmax")
+    with pytest.raises(ValueError, match="point_estimate"):
+        model.set_point_estimate("mean")

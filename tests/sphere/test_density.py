@@ -140,3 +140,21 @@ def test_coverage_from_samples_matches_nominal_for_a_calibrated_predictor():
     expected = 2 * math.pi * 6371.0088**2 * (1 - cos_theta)
     assert m["area_90_km2"] == pytest.approx(expected, rel=0.25)
     assert vmf_log_kernel(torch.tensor(1.0), kappa) > vmf_log_kernel(torch.tensor(0.0), kappa)
+
+
+def test_coarse_to_fine_mode_finds_the_region_with_the_most_mass_then_the_place_in_it():
+    """One point in Sydney holds 0.3; forty points around Europe share 0.7, with a tight Paris cluster (three points
+    5 km apart, 0.05 each) inside: the argmax is Sydney, a single 25 km mode is Paris or Sydney by luck of the
+    kernel, the coarse-to-fine mode lands on the Paris cluster."""
+    from geo_models.sphere.density import coarse_to_fine_mode
+
+    torch.manual_seed(4)
+    europe = torch.stack([torch.rand(37) * 15 + 40, torch.rand(37) * 25 - 5], dim=1)  # 0.55 over 37 points
+    paris = torch.tensor([[48.85, 2.35], [48.88, 2.38], [48.83, 2.31]])
+    centres = torch.cat([torch.tensor([[-33.87, 151.21]]), europe, paris])[None]
+    weights = torch.cat([torch.tensor([0.3]), torch.full((37,), 0.55 / 37), torch.full((3,), 0.05)])[None]
+    mode = coarse_to_fine_mode(centres, weights, (2500.0, 750.0, 200.0, 25.0))[0]
+    assert min(float((mode - p).abs().max()) for p in paris) < 1e-4, mode
+    assert torch.equal(coarse_to_fine_mode(centres, weights, (25.0,))[0], centres[0, 0].float())  # Sydney: 0.3 > 0.15
+    with pytest.raises(ValueError, match="scales_km"):
+        coarse_to_fine_mode(centres, weights, ())
