@@ -34,13 +34,8 @@ from geo_models.sphere.density import coarse_to_fine_mode
 
 COLUMNS = ["acc_25km", "acc_200km", "acc_750km", "acc_2500km", "median_km"]
 THRESHOLDS = (25, 200, 750, 2500)
-# the documented CPU recipe (README "Training on a CPU"): a short run, averaged weights, the coarse-to-fine guess
-RECIPE = [
-    "--train_batch_size", "256", "--learning_rate", "5e-4", "--lr_decay", "0.97", "--weight_decay", "1e-4",
-    "--ema_decay", "0.999", "--queue_size", "1024", "--hidden_dim", "512", "--projection_dim", "256",
-    "--num_features", "128", "--num_layers", "2", "--sigmas", "1", "16", "256", "--point_estimate", "coarse_to_fine",
-    "--checkpointing_steps", "100000", "--logging_steps", "50",
-]  # fmt: skip
+# the documented CPU recipe (train_geoclip.py --preset cpu: a short run, averaged weights, the coarse-to-fine guess)
+RECIPE = ["--preset", "cpu", "--checkpointing_steps", "100000", "--logging_steps", "50"]
 
 
 def parse_args(argv=None):

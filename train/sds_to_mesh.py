@@ -55,8 +55,7 @@ def parse_args(argv=None, *, check_model: bool = True) -> argparse.Namespace:
     p.add_argument("--revision", default=None)
     p.add_argument("--prompt", required=True, help='e.g. "A photo of Meridian Hall"')
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="CPU-sized settings (smoke: < 1 min; cpu: <= 30 min on one core)")
+    training.add_preset_arg(p, PRESETS, "CPU-sized settings (smoke: < 1 min; cpu: <= 30 min on one core)")
     p.add_argument("--guidance_scale", type=float, default=100.0, help="eq. 7 (DreamFusion's 100)")
     p.add_argument("--resolution", type=int, default=64, help="render side in pixels (resized to the VAE's input)")
     p.add_argument("--num_samples", type=int, default=64, help="samples per ray")
@@ -83,9 +82,7 @@ def parse_args(argv=None, *, check_model: bool = True) -> argparse.Namespace:
     training.add_hub_args(p)
     p.set_defaults(checkpointing_steps=1000)
     args = p.parse_args(argv)
-    for key, value in PRESETS.get(args.preset, {}).items():
-        if getattr(args, key) == p.get_default(key):
-            setattr(args, key, value)
+    training.apply_preset(p, args, PRESETS)
     positive = ("resolution", "num_samples", "grid_levels", "grid_max_resolution", "hidden_dim", "mesh_resolution")
     if not 8 <= args.resolution <= 1024:  # renders are resized to the VAE's input, so any side it can draw works
         p.error(f"--resolution must be in [8, 1024] pixels, got {args.resolution}")

@@ -124,6 +124,19 @@ _POSITIVE = (
 _NON_NEGATIVE = ("lr_warmup_steps", "weight_decay", "max_grad_norm", "dataloader_num_workers", "augment_strength")
 
 
+def add_preset_arg(parser: argparse.ArgumentParser, presets: dict[str, dict], help: str) -> None:
+    """``--preset NAME``: a named set of flag values (e.g. a CPU-sized run) that :func:`apply_preset` puts in place
+    of the defaults; flags given explicitly still win."""
+    parser.add_argument("--preset", choices=tuple(presets), default=None, help=help)
+
+
+def apply_preset(parser: argparse.ArgumentParser, args: argparse.Namespace, presets: dict[str, dict]) -> None:
+    """Set the preset's values on ``args`` for every flag left at its default (after ``parse_args``)."""
+    for key, value in presets.get(getattr(args, "preset", None), {}).items():
+        if getattr(args, key) == parser.get_default(key):
+            setattr(args, key, value)
+
+
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, *, positive=(), non_negative=()) -> None:
     """``parser.error`` naming the flag for the shared groups' out-of-range values and for the script's own
     ``positive`` (>= 1) / ``non_negative`` (>= 0) flags; ``--push_to_hub`` needs ``--hub_model_id``."""

@@ -96,3 +96,11 @@ def test_cli_errors_of_the_recipe_flags(train_script, parquet, tmp_path, capsys,
     with pytest.raises(SystemExit):
         train_script("train_geoclip").parse_args(["--train_data", str(parquet), "--output_dir", str(tmp_path), *extra])
     assert message in capsys.readouterr().err
+
+
+def test_the_cpu_preset_sets_the_recipe_and_explicit_flags_win(train_script, parquet, tmp_path):
+    argv = ["--train_data", str(parquet), "--output_dir", str(tmp_path), "--preset", "cpu"]
+    args = train_script("train_geoclip").parse_args(argv)
+    assert (args.max_train_steps, args.ema_decay, args.point_estimate) == (500, 0.999, "coarse_to_fine")
+    args = train_script("train_geoclip").parse_args([*argv, "--max_train_steps", "7", "--hidden_dim", "64"])
+    assert (args.max_train_steps, args.hidden_dim, args.queue_size) == (7, 64, 1024)
