@@ -47,6 +47,15 @@ class AngleToImagePipeline(GeoConditionedDiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->angle_embedder->unet->vae"
 
+    card_type = "angle_to_image"
+
+    def card_kwargs(self) -> dict:
+        cfg = self.angle_embedder.config
+        base = super().card_kwargs()
+        return {**base, "tags": [*base["tags"], "angle-to-image"], "landmark_name": "the landmark",
+                "centre": [round(float(c), 6) for c in cfg.centre_latlon], "num_tokens": cfg.num_tokens,
+                "bin_deg": cfg.bin_deg, "example_prompt": "A photo of the landmark"}  # fmt: skip
+
     def __init__(
         self,
         vae: AutoencoderKL,

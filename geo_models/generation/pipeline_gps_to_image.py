@@ -101,6 +101,16 @@ class GPSToImagePipeline(GeoConditionedDiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->gps_embedder->unet->vae"
 
+    card_type = "gps_to_image"
+
+    def card_kwargs(self) -> dict:
+        cfg = self.gps_embedder.config
+        area = [*cfg.lat_range, *cfg.lon_range]
+        centre = [(area[0] + area[1]) / 2, (area[2] + area[3]) / 2]
+        base = super().card_kwargs()
+        return {**base, "tags": [*base["tags"], "gps-to-image"], "gps_area": [round(v, 5) for v in area],
+                "example_latlon": [round(v, 5) for v in centre], "example_prompt": "A photo taken here"}  # fmt: skip
+
     def __init__(
         self,
         vae: AutoencoderKL,

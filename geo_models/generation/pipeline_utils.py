@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -70,13 +71,25 @@ class GeoConditionedDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoad
     :meth:`_check_common`, :meth:`_encode_text`, :meth:`_prepare_latents`, :meth:`_denoise` and :meth:`_decode`.
     """
 
+    card_type: str = "default"  # hub_cards/<card_type>.md
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """diffusers' ``save_pretrained``, plus the generated code that loads the folder without geo_models
-        (``custom_pipeline=`` + ``trust_remote_code=True``; see :mod:`geo_models.generation.standalone`)."""
+        (``trust_remote_code=True``; see :mod:`geo_models.generation.standalone`) and a ``README.md`` model card
+        from ``hub_cards/`` when the folder has none (a trainer writes a fuller one)."""
         from geo_models.generation.standalone import write_standalone_files  # here: import cycle
+        from geo_models.hub import render_model_card
 
         write_standalone_files(self, save_directory)  # first: save_pretrained(push_to_hub=True) uploads at its end
+        card = Path(save_directory) / "README.md"
+        if not card.exists():  # before the push too: diffusers would upload its own generic card otherwise
+            Path(save_directory).mkdir(parents=True, exist_ok=True)
+            render_model_card(self.card_type, **self.card_kwargs()).save(card)
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def card_kwargs(self) -> dict:
+        """Metadata and template variables of the default model card (subclasses add theirs)."""
+        return {"pipeline_tag": "text-to-image", "tags": ["diffusers", "stable-diffusion", "text-to-image"]}
 
     def to_json_string(self) -> str:
         """``model_index.json``: diffusers' text, with ``_class_name`` naming the generated ``pipeline.py`` as

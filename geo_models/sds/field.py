@@ -105,6 +105,19 @@ class NeRFField(ModelMixin, ConfigMixin):
 
     model_type = "nerf"  # geo_models.hub.load_model dispatches its config (by "_class_name") here
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' ``save_pretrained`` plus a ``README.md`` model card (``hub_cards/nerf.md``) when the folder has
+        none (``train/sds_to_mesh.py`` writes the run's fuller card next to it)."""
+        from pathlib import Path
+
+        from geo_models.hub import render_model_card  # here: geo_models.hub imports the model registry
+
+        card = Path(save_directory) / "README.md"
+        if not card.exists():
+            Path(save_directory).mkdir(parents=True, exist_ok=True)
+            render_model_card(self.model_type, tags=["3d", "nerf"], bound=self.config.bound).save(card)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @register_to_config
     def __init__(
         self,
