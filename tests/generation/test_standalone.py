@@ -38,15 +38,15 @@ NO_GEO_MODELS = textwrap.dedent(
     torch.set_num_threads(1)
     from diffusers import DiffusionPipeline
 
-    gps_dir, angle_dir, repo_id, out = sys.argv[1:5]
+    gps_dir, angle_dir, repo_id, angle_repo, out = sys.argv[1:6]
     pipes = {  # diffusers' documented one-liner for a repo with its own pipeline code
         name: DiffusionPipeline.from_pretrained(path, trust_remote_code=True)
-        for name, path in (("gps", gps_dir), ("angle", angle_dir), ("pulled", repo_id))
+        for name, path in [("gps", gps_dir), ("angle", angle_dir), ("pulled", repo_id), ("angle_pulled", angle_repo)]
     }
     custom = {"custom_pipeline": repo_id, "trust_remote_code": True}  # the older, longer form
     pipes["pulled_custom"] = DiffusionPipeline.from_pretrained(repo_id, **custom)
     for name, pipe in pipes.items():
-        embedder = pipe.angle_embedder if name == "angle" else pipe.gps_embedder
+        embedder = pipe.angle_embedder if name.startswith("angle") else pipe.gps_embedder
         assert type(pipe).__module__.startswith("diffusers_modules."), type(pipe)
         assert type(embedder).__module__.startswith("diffusers_modules."), type(embedder)
         pipe.set_progress_bar_config(disable=True)
@@ -62,9 +62,10 @@ NO_GEO_MODELS = textwrap.dedent(
         "a building", gps_area=(40.74, 40.76, -74.0, -73.97), num_gps_samples=3,
         generator=torch.Generator().manual_seed(0), **kwargs
     ).images
-    images["angle"] = pipes["angle"](
-        "A photo of it", azimuth=45.0, generator=torch.Generator().manual_seed(0), **kwargs
-    ).images
+    for name in ("angle", "angle_pulled"):
+        images[name] = pipes[name](
+            "A photo of it", azimuth=45.0, generator=torch.Generator().manual_seed(0), **kwargs
+        ).images
     images["angle_gps"] = pipes["angle"](
         "A photo of it", latitude=48.8600, longitude=2.2900, generator=torch.Generator().manual_seed(0), **kwargs
     ).images
@@ -114,6 +115,7 @@ def test_no_install_route_gives_identical_images_and_installed_route_still_works
     gps.save_pretrained(tmp_path / "gps")
     angle.save_pretrained(tmp_path / "angle")
     gps.push_to_hub("tester/tiny-gps-to-image-standalone")
+    angle.push_to_hub("tester/tiny-angle-to-image-standalone")
     expected = _images(gps, angle)
 
     # installed route, same folders, no remote code
@@ -133,13 +135,13 @@ def test_no_install_route_gives_identical_images_and_installed_route_still_works
     work.mkdir()
     out = tmp_path / "images.npz"
     args = [sys.executable, "-c", NO_GEO_MODELS, str(tmp_path / "gps"), str(tmp_path / "angle")]
-    args += ["tester/tiny-gps-to-image-standalone", str(out)]
+    args += ["tester/tiny-gps-to-image-standalone", "tester/tiny-angle-to-image-standalone", str(out)]
     env = {**os.environ, **local_hub.env(), "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     result = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     images = np.load(out)
-    for key in ("pulled", "pulled_custom"):
-        np.testing.assert_allclose(images[key], expected["gps"], rtol=0, atol=IMAGE_ATOL, err_msg=key)
+    for key, same_as in (("pulled", "gps"), ("pulled_custom", "gps"), ("angle_pulled", "angle")):
+        np.testing.assert_allclose(images[key], expected[same_as], rtol=0, atol=IMAGE_ATOL, err_msg=key)
     for key, value in expected.items():
         np.testing.assert_allclose(images[key], value, rtol=0, atol=IMAGE_ATOL, err_msg=key)
