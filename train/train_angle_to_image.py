@@ -43,13 +43,14 @@ from geo_models.hub import render_model_card
 from geo_models.sds.views import DEFAULT_FRONT_AZIMUTH_DEG, view_prompt, view_words
 from geo_models.training import fit, start_run
 from geo_models.training import stable_diffusion as sd
+from geo_models.training.args import CPU_RECIPES
 
 logger = logging.getLogger("train_angle_to_image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=CPU_RECIPES)
     sd.add_finetune_args(p)
     p.set_defaults(prompt_template="A photo of {name}", resolution=256, learning_rate=5e-4)
     for action in p._actions:  # the landmark's name fills the template here

@@ -34,13 +34,14 @@ from geo_models.data import GeoImageFolder
 from geo_models.encoders.image import register_open_clip_configs
 from geo_models.io import write_json_atomic
 from geo_models.training import StepIndexedSource, add_optim_args, add_run_args, check_args, finish_run, fit, start_run
+from geo_models.training.args import CPU_RECIPES
 
 WEIGHTS_NAME, CONFIG_NAME = "open_clip_model.safetensors", "open_clip_config.json"
 MAX_LOGIT_SCALE = 100.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=CPU_RECIPES)
     p.add_argument("--train_data", required=True, help="imagefolder whose metadata has a `text` column")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--model_name", default="procedural-clip", help="open_clip architecture")

@@ -34,7 +34,7 @@ from geo_models.flow.sampling import SAMPLERS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=training.CPU_RECIPES)
     # data, and the image backbone, its fine-tuning and the P augmented views (image data only)
     training.add_data_args(p, validation="held-out embedding parquet or imagefolder evaluated at the end", images=True)
     # model and objective

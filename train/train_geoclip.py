@@ -35,7 +35,7 @@ PRESETS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=training.CPU_RECIPES)
     training.add_preset_arg(p, PRESETS, "cpu: the CPU recipe for precomputed embeddings (~1.5 min for 20K on one core;"
                             " it beats kNN-1 on the procedural world); default: the paper's GPU-sized run")
     # data, and the image backbone, its fine-tuning and the P augmented views (image data only)

@@ -26,7 +26,7 @@ from geo_models.sphere import GeoArea
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=training.CPU_RECIPES)
     # data, and the image backbone, its fine-tuning and the P augmented views (image data only)
     training.add_data_args(p, validation="held-out data: mean GPS score and loss at the end", images=True)
     p.add_argument("--lat_range", type=float, nargs=2, default=None, help="training area (default: the data's)")

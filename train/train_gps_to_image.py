@@ -30,6 +30,7 @@ from geo_models.hub import render_model_card
 from geo_models.sphere import GeoArea
 from geo_models.training import fit, start_run
 from geo_models.training import stable_diffusion as sd
+from geo_models.training.args import CPU_RECIPES
 
 logger = logging.getLogger("train_gps_to_image")
 
@@ -45,7 +46,7 @@ def _latlon_pair(text: str) -> tuple[float, float]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=CPU_RECIPES)
     sd.add_finetune_args(p)
     p.add_argument(
         "--gps_area",

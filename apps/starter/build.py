@@ -193,12 +193,16 @@ def fit_densities(data: Path, output: Path) -> dict:
     from geo_models.geoclip import GeoCLIP
     from geo_models.locdiff.pipeline import LocDiffPipeline
 
-    val = data / "density_val"
-    if not (val / "metadata.csv").exists():
+    val, emb_dir = data / "density_val", data / "density_val_emb"
+    metadata = val / "metadata.csv"
+    if metadata.exists() and len(metadata.read_text().splitlines()) - 1 != DENSITY_VAL["num_images"]:
+        shutil.rmtree(val)  # a cache of another size: DENSITY_VAL changed since
+        shutil.rmtree(emb_dir, ignore_errors=True)
+    if not metadata.exists():
         generate_world(val, DENSITY_VAL["num_images"], seed=DENSITY_VAL["seed"])
     flags = ["--model_name", "procedural-clip", "--pretrained", "procedural", "--batch_size", "256"]
-    load_script("embed_images").main(["--train_data", str(val), "--output_dir", str(data / "density_val_emb"), *flags])
-    emb, latlon, _ = read_embedding_parquet(data / "density_val_emb")
+    load_script("embed_images").main(["--train_data", str(val), "--output_dir", str(emb_dir), *flags])
+    emb, latlon, _ = read_embedding_parquet(emb_dir)
     kernels = {}
     for name, cls in (("geoclip", GeoCLIP), ("locdiff", LocDiffPipeline)):
         model = cls.from_pretrained(output / name)

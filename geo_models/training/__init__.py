@@ -21,6 +21,7 @@ A trainer is its flags, its model and its loss::
 """
 
 from geo_models.training.args import (
+    CPU_RECIPES,
     add_data_args,
     add_hub_args,
     add_image_args,
@@ -69,6 +70,7 @@ from geo_models.training.sources import (
 )
 
 __all__ = [
+    "CPU_RECIPES",
     "CheckpointError",
     "EmbeddingSource",
     "FeatureLoss",

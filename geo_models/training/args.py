@@ -124,6 +124,12 @@ _POSITIVE = (
 _NON_NEGATIVE = ("lr_warmup_steps", "weight_decay", "max_grad_norm", "dataloader_num_workers", "augment_strength")
 
 
+CPU_RECIPES = (
+    "Defaults are the papers' (GPU-sized). CPU-sized flags, their time on one core and what they reach on the "
+    "procedural data: README.md, 'Training on a CPU'."
+)
+
+
 def add_preset_arg(parser: argparse.ArgumentParser, presets: dict[str, dict], help: str) -> None:
     """``--preset NAME``: a named set of flag values (e.g. a CPU-sized run) that :func:`apply_preset` puts in place
     of the defaults; flags given explicitly still win."""
