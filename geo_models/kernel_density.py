@@ -64,11 +64,18 @@ class KernelDensityMixin:
         return mixture.log_prob(check_latlon(latlon, "latlon").cpu()).float()
 
     def density_grid(
-        self, images: Any = None, image_embeddings: Any = None, *, resolution_deg: float = 1.0, **kwargs
+        self,
+        images: Any = None,
+        image_embeddings: Any = None,
+        *,
+        resolution_deg: float = 1.0,
+        oversample: int | None = None,
+        **kwargs,
     ) -> DensityGrid:
-        """Log-density on a lat/lon grid of cell centres (``resolution_deg`` in [0.25, 90], dividing 180) for each
-        image -> :class:`DensityGrid` ``log_density (N, H, W)``; it integrates to 1."""
-        return self.density_mixture(images, image_embeddings, **kwargs).grid(resolution_deg)
+        """Log-density on a lat/lon grid (``resolution_deg`` in [0.25, 90], dividing 180) for each image ->
+        :class:`DensityGrid` ``log_density (N, H, W)``, each cell the density averaged over ``oversample^2`` points
+        in it (``None``: enough for the kernel, :meth:`KernelMixture.grid`); it integrates to 1."""
+        return self.density_mixture(images, image_embeddings, **kwargs).grid(resolution_deg, oversample)
 
     @torch.no_grad()
     def fit_density(

@@ -122,7 +122,9 @@ def flow_heat_grid(flow, feats: torch.Tensor, samples: torch.Tensor, resolution_
     return DensityGrid(lats, lons, log_density.view(1, len(lats), len(lons)))
 
 
-KERNEL_HEAT_DEG = 3.0  # GeoCLIP / LocDiff / LocDiff-H heatmaps: their kernel densities on a 3-degree grid (~10 ms)
+KERNEL_HEAT_DEG = 3.0  # GeoCLIP / LocDiff / LocDiff-H heatmaps: their kernel densities on a 3-degree grid
+KERNEL_HEAT_OVERSAMPLE = 2  # 2 x 2 points per cell: a 60 km kernel still shows on 330 km cells (~0.1 s)
+KERNEL_HEAT = {"resolution_deg": KERNEL_HEAT_DEG, "oversample": KERNEL_HEAT_OVERSAMPLE}
 
 
 def _heat(grid) -> dict:
@@ -146,8 +148,7 @@ def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
         geoclip = store.get("geoclip")
         feats = geoclip.embed_images([image])
         pred = geoclip.predict(image_embeddings=feats, top_k=k, gallery=gallery)
-        out["heat"] = _heat(geoclip.density_grid(image_embeddings=feats, resolution_deg=KERNEL_HEAT_DEG,
-                                                 gallery=gallery))  # fmt: skip
+        out["heat"] = _heat(geoclip.density_grid(image_embeddings=feats, gallery=gallery, **KERNEL_HEAT))
     elif geolocator == "LocDiff":
         locdiff = store.get("locdiff")
         pred = locdiff.predict(images=[image], num_samples=s, num_inference_steps=steps, top_k=k,
@@ -155,7 +156,7 @@ def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
         out["samples"] = pred.extras["samples"][0]
         samples = pred.extras["samples"].double()  # its density: these samples under its fitted kernel
         mixture = locdiff.kernel.mixture(samples, torch.full(samples.shape[:2], 1.0 / samples.shape[1]))
-        out["heat"] = _heat(mixture.grid(KERNEL_HEAT_DEG))
+        out["heat"] = _heat(mixture.grid(KERNEL_HEAT_DEG, KERNEL_HEAT_OVERSAMPLE))
     elif geolocator == "LocDiff-H":
         locdiff, geoclip = store.get("locdiff"), store.get("geoclip")
         feats = locdiff.embed_images([image])
@@ -168,8 +169,8 @@ def _run(store_key: int, image, geolocator: str, opt: GeolocateOptions) -> dict:
                                       num_inference_steps=steps, generator=gen)  # fmt: skip
         samples = pred.extras["locdiff"].extras["samples"]
         out["samples"] = samples[0]
-        grid = geoclip.density_grid(image_embeddings=feats, resolution_deg=KERNEL_HEAT_DEG, gallery=gallery,
-                                    prior_latlon=samples, prior_radius_km=200.0, prior_fallback=True)  # fmt: skip
+        grid = geoclip.density_grid(image_embeddings=feats, gallery=gallery, prior_latlon=samples,
+                                    prior_radius_km=200.0, prior_fallback=True, **KERNEL_HEAT)  # fmt: skip
         out["heat"] = _heat(grid)
     elif geolocator == "Sphere flow":
         flow = store.get("sphere_flow")

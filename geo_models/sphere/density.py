@@ -37,6 +37,7 @@ __all__ = [
 
 LOG_4PI = math.log(4 * math.pi)
 KAPPA_RANGE = (1.0, 1e7)  # ~6,400 km to ~2 km kernels
+MAX_OVERSAMPLE = 4  # points per cell side when a grid averages a density narrower than its cells
 
 
 @dataclass
@@ -152,11 +153,27 @@ class KernelMixture:
         out = self._log_prob_xyz(latlon_to_xyz(pts))
         return out[:, 0] if single else out
 
-    def grid(self, resolution_deg: float = 1.0) -> DensityGrid:
-        """The density on a lat/lon grid of ``resolution_deg`` cells."""
+    def grid(self, resolution_deg: float = 1.0, oversample: int | None = None) -> DensityGrid:
+        """The density on a lat/lon grid of ``resolution_deg`` cells: each cell's value is the density averaged
+        over ``oversample x oversample`` points spread evenly in it (area-weighted), so a kernel narrower than a
+        cell keeps its mass on the grid (the value at the cell centre alone can miss it, and the grid would not
+        integrate to 1). ``None``: enough points for the sharpest kernel, ``ceil(cell / kernel width)``, at most
+        ``MAX_OVERSAMPLE``."""
         lats, lons, pts = density_grid_points(resolution_deg)
-        xyz = latlon_to_xyz(pts.double())[None].expand(len(self.centres), -1, -1)
-        logp = self._log_prob_xyz(xyz).float()
+        res = float(lats[0] - lats[1]) if len(lats) > 1 else 180.0
+        if oversample is None:
+            kernel_deg = math.degrees(1 / math.sqrt(float(torch.as_tensor(self.kappa).max())))
+            oversample = min(MAX_OVERSAMPLE, max(1, math.ceil(res / kernel_deg)))
+        n = int(oversample)
+        offsets = ((torch.arange(n, dtype=torch.float64) + 0.5) / n - 0.5) * res
+        sub_lat = (pts[:, 0].double()[:, None, None] + offsets[None, :, None]).expand(-1, n, n)
+        sub_lon = (pts[:, 1].double()[:, None, None] + offsets[None, None, :]).expand(-1, n, n)
+        sub = torch.stack([sub_lat, sub_lon], dim=-1).reshape(-1, 2)  # (C * n * n, 2)
+        xyz = latlon_to_xyz(sub)[None].expand(len(self.centres), -1, -1)
+        logp = self._log_prob_xyz(xyz).view(len(self.centres), len(pts), n * n)
+        log_w = torch.log(torch.cos(torch.deg2rad(sub_lat.reshape(len(pts), n * n))).clamp_min(1e-12))
+        log_w = log_w - torch.logsumexp(log_w, dim=1, keepdim=True)
+        logp = torch.logsumexp(logp + log_w[None], dim=-1).float()
         return DensityGrid(latitudes=lats, longitudes=lons, log_density=logp.view(len(self.centres), len(lats), -1))
 
     def sample(self, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
