@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--num_val", type=int, default=1000)
     p.add_argument("--num_eval", type=int, default=2000)
     p.add_argument("--calibrate", action="store_true", help="fit the kernels for coverage (fit_kernel(calibrate=))")
+    p.add_argument("--integrals_only", action="store_true",
+                   help="only the 1-degree integrals of the kernels in --output_json (20 photos)")  # fmt: skip
     p.add_argument("--samples", type=int, default=256, help="samples per image that place the regions")
     p.add_argument("--locdiff_steps", type=int, default=50)
     p.add_argument("--flow_eval", type=int, default=200)
@@ -70,6 +72,7 @@ def main(argv=None) -> dict:
     from geo_models.flow import SphereFlowPipeline
     from geo_models.geoclip import GeoCLIP
     from geo_models.locdiff.pipeline import LocDiffPipeline
+    from geo_models.sphere.density import DensityKernel
     from geo_models.sphere.kernel_fit import fit_kernel
 
     # 1. Data and models
@@ -96,6 +99,16 @@ def main(argv=None) -> dict:
         "LocDiff-H": hybrid_components,
     }
     results, curves = {}, {}
+    if args.integrals_only:
+        record = json.loads(Path(args.output_json).read_text())
+        for name, components in kernel_models.items():
+            kernel = DensityKernel.from_dict(record["results"][name]["kernel"])
+            centres, weights = components(ev_x[:20])
+            integrals = kernel.mixture(centres.double(), weights.double()).grid(1.0).integral().tolist()
+            record["results"][name].update(integral_1deg_min=min(integrals), integral_1deg_max=max(integrals))
+            print(name, min(integrals), max(integrals), flush=True)
+        Path(args.output_json).write_text(json.dumps(record, indent=2) + "\n")
+        return record
 
     # 2. Kernel densities: fit kappa on validation, score the eval set
     for name, components in kernel_models.items():
