@@ -36,7 +36,10 @@ def saved_models():
     }
 
 
-@pytest.mark.parametrize("name", ["geoclip", "knn", "locdiff", "sphere_flow", "nerf", "gps_to_image", "angle_to_image"])
+MODELS = ["geoclip", "knn", "locdiff", "sphere_flow", "nerf", "gps_to_image", "angle_to_image"]
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_save_pretrained_writes_a_card_the_hub_parses(name, tmp_path):
     model = saved_models()[name]
     model.save_pretrained(tmp_path / name)
@@ -52,7 +55,8 @@ def test_evaluation_results_round_trip_as_model_index(tmp_path):
     """What a training run computed (``finish_run`` passes the held-out metrics): ``model-index`` in the metadata,
     read back by huggingface_hub as eval results with the same values; base model and datasets kept."""
     metrics = {"acc_25km": 12.5, "acc_2500km": 85.0, "median_km": 301.2}
-    card = render_model_card("geoclip", repo_id="me/geoclip", metrics=metrics, base_model="openai/clip-vit-large-patch14",
+    base = "openai/clip-vit-large-patch14"
+    card = render_model_card("geoclip", repo_id="me/geoclip", metrics=metrics, base_model=base,
                              datasets=["me/world-photos"], dataset_name="procedural world test")  # fmt: skip
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
