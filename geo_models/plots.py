@@ -27,9 +27,13 @@ def line_plot(
     dashed: dict[str, list[tuple[float, float]]] | None = None,
     diagonal: bool = False,
     size: tuple[int, int] = (480, 480),
+    legend_at: tuple[float, float] | None = None,
+    dashed_legend: str | None = None,
 ) -> Path:
     """One line (with dots) per entry of ``curves`` (``{name: [(x, y), ...]}``), one dashed line per entry of
-    ``dashed`` (e.g. a baseline), optionally the dashed diagonal ``y = x``; legend top left. Returns the path."""
+    ``dashed`` (e.g. a baseline; the k-th in the colour of the k-th curve), optionally the dashed diagonal
+    ``y = x``; legend at ``legend_at`` (data coordinates; default top left), the dashed lines named there one by
+    one or, with ``dashed_legend``, by that one line. Returns the path."""
     from PIL import Image, ImageDraw, ImageFont
 
     width, height = size
@@ -60,9 +64,11 @@ def line_plot(
     draw.text((4, 12), y_label, fill=(0, 0, 0), font=font, anchor="lm")
     if title:
         draw.text((width / 2, 4), title, fill=(0, 0, 0), font=font, anchor="mt")
-    entries = [(name, pts, False) for name, pts in curves.items()]
-    entries += [(name, pts, True) for name, pts in (dashed or {}).items()]
-    for k, (name, points, is_dashed) in enumerate(entries):
+    entries = [(k, name, pts, False) for k, (name, pts) in enumerate(curves.items())]
+    entries += [(k, name, pts, True) for k, (name, pts) in enumerate((dashed or {}).items())]
+    legend_x, legend_y = xy(*legend_at) if legend_at is not None else (left + 8, top + 8)
+    row = 0
+    for k, name, points, is_dashed in entries:
         colour = COLOURS[k % len(COLOURS)]
         pts = sorted(points)
         if is_dashed:
@@ -72,8 +78,12 @@ def line_plot(
             for u, v in pts:
                 x, y = xy(u, v)
                 draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((left + 8, top + 8 + 14 * k), name + (" (dashed)" if is_dashed else ""), fill=colour, font=font,
-                  anchor="lt")  # fmt: skip
+        if not (is_dashed and dashed_legend):
+            label = name + (" (dashed)" if is_dashed else "")
+            draw.text((legend_x, legend_y + 14 * row), label, fill=colour, font=font, anchor="lt")
+            row += 1
+    if dashed_legend and dashed:
+        draw.text((legend_x, legend_y + 14 * row), dashed_legend, fill=(60, 60, 60), font=font, anchor="lt")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -169,7 +169,7 @@ def test_space_front_matter_and_requirements():
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__
     assert meta["app_file"] == "apps/generate/app.py" and (APPS.parent / meta["app_file"]).is_file()
-    assert meta["models"] and all(len(entry.split()) == 3 for entry in meta["preload_from_hub"])  # pinned commits
+    assert "preload_from_hub" not in meta  # only build_space --model pins add preloads (tests/apps/test_spaces.py)
     reqs = (APPS / "generate" / "requirements.txt").read_text().split()
     assert "torch==2.14.1" in reqs and "diffusers==0.42.1" in reqs and not any(r.startswith("gradio") for r in reqs)
 
