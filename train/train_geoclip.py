@@ -25,7 +25,7 @@ from geo_models.geoclip.modeling import POINT_ESTIMATES
 from geo_models.geoclip.training import GPSQueue, contrastive_step_loss
 
 # --preset cpu: the CPU recipe that beats kNN-1 on the procedural world (bench/README.md "GeoCLIP's CPU recipe"):
-# ~1.5 min on one core for 20K training embeddings; a short run with averaged weights (held-out accuracy peaks early
+# ~1.8 min on one core for 20K training embeddings; a short run with averaged weights (held-out accuracy peaks early
 # and the one-hot loss then memorises the training photos) and the coarse-to-fine best guess.
 PRESETS = {
     "cpu": {"max_train_steps": 500, "train_batch_size": 256, "learning_rate": 5e-4, "lr_decay": 0.97,
@@ -36,7 +36,7 @@ PRESETS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=training.CPU_RECIPES)
-    training.add_preset_arg(p, PRESETS, "cpu: the CPU recipe for precomputed embeddings (~1.5 min for 20K on one core;"
+    training.add_preset_arg(p, PRESETS, "cpu: the CPU recipe for precomputed embeddings (~1.8 min for 20K on one core;"
                             " it beats kNN-1 on the procedural world); default: the paper's GPU-sized run")
     # data, and the image backbone, its fine-tuning and the P augmented views (image data only)
     training.add_data_args(p, validation="held-out data evaluated at the end (metrics -> card)", images=True)
